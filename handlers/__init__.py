@@ -1,0 +1,15 @@
+"""Slack-facing verbs. `register` attaches every listener to a Bolt app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def register(app: Any, command: str) -> None:
+    """Attach the slash command, the card buttons and the reject modal to `app` (a slack_bolt.App)."""
+    from handlers import commands, decisions
+
+    app.command(command)(commands.on_command)
+    app.action("op_approve")(decisions.on_approve)
+    app.action("op_reject")(decisions.on_reject)
+    app.view("reject_reason")(decisions.on_reject_submit)

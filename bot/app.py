@@ -1,0 +1,91 @@
+"""Wiring: one Runtime (config, database, policy, clusters, Slack client, Bolt app, worker) per process.
+
+`serve` and `console` build the same Runtime; only where Slack requests come from differs.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from slack_bolt import App, BoltResponse
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+import handlers
+from bot.clusters import Clusters
+from bot.config import Config, Settings
+from bot.policy import GroupCache, Policy
+from bot.storage import Store, make_engine, migrate
+from bot.worker import Worker
+from handlers.deps import Deps
+
+log = logging.getLogger(__name__)
+
+
+def make_client(settings: Settings) -> WebClient:
+    client = WebClient(token=settings.slack_bot_token or None, base_url=settings.slack_api_url, timeout=15)
+    # 429s are safe to retry (nothing was posted); connection errors are not (a post may have landed).
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
+    return client
+
+
+@dataclass
+class Runtime:
+    config: Config
+    settings: Settings
+    store: Store
+    policy: Policy
+    clusters: Clusters
+    client: WebClient
+    app: App
+    worker: Worker
+
+    def close(self) -> None:
+        self.worker.stop()
+        self.store.engine.dispose()
+
+
+def build_runtime(config: Config, settings: Settings, *, client: WebClient | None = None) -> Runtime:
+    engine = make_engine(settings.infer_bot_database_url)
+    migrate(engine)
+    store = Store(engine)
+    client = client or make_client(settings)
+
+    def group_members(group: str) -> list[str]:
+        return list(client.usergroups_users_list(usergroup=group).get("users", []))
+
+    policy = Policy(config, GroupCache(group_members))
+    clusters = Clusters(config)
+    worker = Worker(store, config, clusters, client)
+    deps = Deps(config=config, store=store, policy=policy, clusters=clusters,
+                approval_ttl=timedelta(hours=config.operations.approval_timeout_hours),
+                wake_worker=worker.wake, command=config.slack.command)
+    app = build_app(settings, client, deps)
+    return Runtime(config, settings, store, policy, clusters, client, app, worker)
+
+
+def build_app(settings: Settings, client: WebClient, deps: Deps) -> App:
+    app = App(
+        client=client,
+        signing_secret=settings.slack_signing_secret,
+        token_verification_enabled=False,  # no Slack call at start-up; auth.test runs on first use
+        process_before_response=False,  # ack first, work after: Slack wants its answer within 3 s
+        listener_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="listener"),
+    )
+
+    @app.middleware
+    def deliver_once(body: dict[str, Any], context: dict[str, Any], next: Any) -> Any:
+        context["deps"] = deps
+        # Slack retries a delivery it thinks we missed; the first one that reached us already acted.
+        key = body.get("event_id") or body.get("trigger_id")
+        if key and not deps.store.first_delivery(str(key)):
+            log.info("ignoring a repeated Slack delivery %s", key)
+            return BoltResponse(status=200, body="")
+        return next()
+
+    handlers.register(app, deps.command)
+    return app

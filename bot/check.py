@@ -1,0 +1,47 @@
+"""`infer-bot check`: the config is valid and every configured dependency answers."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from bot.clusters import Clusters
+from bot.config import Config, Settings
+from bot.storage import make_engine
+from ops.errors import OpsError
+
+
+def run_check(config: Config, settings: Settings) -> int:
+    problems: list[str] = []
+
+    def report(name: str, ok: bool, detail: str) -> None:
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+        if not ok:
+            problems.append(name)
+
+    report("config", True, f"{len(config.clusters)} cluster(s), {len(config.digests)} digest(s)")
+    try:
+        engine = make_engine(settings.infer_bot_database_url)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        report("database", True, engine.url.render_as_string(hide_password=True))
+    except Exception as exc:
+        report("database", False, type(exc).__name__)
+
+    clusters = Clusters(config)
+    for cluster in config.clusters:
+        try:
+            report(f"cluster {cluster.name}", True, f"Kubernetes {clusters.get(cluster).ping()}")
+        except OpsError as exc:
+            report(f"cluster {cluster.name}", False, exc.message)
+
+    if settings.slack_bot_token:
+        from bot.app import make_client
+
+        try:
+            auth = make_client(settings).auth_test()
+            report("slack", True, f"bot {auth.get('user_id')} in team {auth.get('team_id')}")
+        except Exception as exc:
+            report("slack", False, type(exc).__name__)
+    else:
+        report("slack", False, "SLACK_BOT_TOKEN is not set")
+    return 1 if problems else 0

@@ -1,0 +1,94 @@
+"""`infer-bot` command line: serve, console, check.
+
+Heavy modules (Bolt, the Kubernetes client, SQLAlchemy) are imported inside the commands, so
+`infer-bot --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from bot.config import Config, ConfigError, Settings, load_config
+
+
+def _config(settings: Settings, path: str | None) -> Config:
+    source = path or settings.infer_bot_config
+    if not source:
+        raise ConfigError("no configuration: pass --config FILE or set INFER_BOT_CONFIG "
+                          "(or try the local sandbox: infer-bot console --sandbox)")
+    return load_config(source)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    missing = [name for name, value in (("SLACK_SIGNING_SECRET", settings.slack_signing_secret),
+                                        ("SLACK_BOT_TOKEN", settings.slack_bot_token)) if not value]
+    if args.socket_mode and not settings.slack_app_token:
+        missing.append("SLACK_APP_TOKEN")
+    if missing:
+        print(f"infer-bot serve: set {', '.join(missing)} in the environment", file=sys.stderr)
+        return 2
+    from bot.app import build_runtime
+
+    runtime = build_runtime(_config(settings, args.config), settings)
+    if args.socket_mode:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        runtime.worker.start()
+        SocketModeHandler(runtime.app, settings.slack_app_token).start()
+        return 0
+    from bot.server import serve
+
+    serve(runtime, args.host, args.port or settings.port)
+    return 0
+
+
+def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.console import run_console
+
+    config = None if args.sandbox else _config(settings, args.config)
+    return run_console(config, settings, sandbox=args.sandbox, user=args.user, channel=args.channel)
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.check import run_check
+
+    return run_check(_config(settings, args.config), settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="infer-bot", description="Slack chat-ops for LLM inference on EKS")
+    parser.add_argument("--config", help="YAML config file (default: $INFER_BOT_CONFIG)")
+    parser.add_argument("--log-level", default=os.environ.get("INFER_BOT_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve Slack over HTTP (POST /slack/events) or Socket Mode")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=0, help="default: $PORT or 3000")
+    serve.add_argument("--socket-mode", action="store_true", help="connect out with SLACK_APP_TOKEN")
+    serve.set_defaults(func=cmd_serve)
+
+    console = sub.add_parser("console", help="the same handlers without Slack, on stdin/stdout")
+    console.add_argument("--sandbox", action="store_true", help="run against an embedded local sandbox")
+    console.add_argument("--user", default=None, help="act as this Slack user id (default: the operator)")
+    console.add_argument("--channel", default="C0CONSOLE", help="the channel id commands come from")
+    console.set_defaults(func=cmd_console)
+
+    check = sub.add_parser("check", help="validate the config and reach every dependency")
+    check.set_defaults(func=cmd_check)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    try:
+        return int(args.func(args, settings))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

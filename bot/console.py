@@ -1,0 +1,233 @@
+"""`infer-bot console`: the bot's own Bolt app and handlers, driven from stdin instead of Slack.
+
+Each line is turned into the signed request Slack would send and dispatched to the same App that
+`serve` runs; the bot's outbound Web API calls go to a local Slack API server, and what Slack would
+show is printed as text. So what the console shows is what a channel would show.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from slack_bolt.request import BoltRequest
+
+from bot.app import Runtime, build_runtime, make_client
+from bot.config import Config, Settings
+from bot.local_slack import Call, LocalSlack, SlackRequests
+
+CONSOLE_HELP = """\
+Type slash commands as in Slack, e.g. `/infer help`, `/infer status`, `/infer scale qwen3-1-7b-vllm 2`.
+Console commands:
+  :as USER            act as another Slack user id{personas}
+  :approve N          click Approve on operation N's card      :reject N REASON   click Reject and give a reason
+  :click ACTION VALUE click any button (action id and value as shown in [brackets])
+  :wait               wait until the bot is idle                :quit              leave
+"""
+
+
+def render_blocks(blocks: list[dict[str, Any]]) -> str:
+    """Block Kit as plain text, one line per block, buttons as [Label → :click action value]."""
+    lines: list[str] = []
+    for block in blocks or []:
+        kind = block.get("type")
+        if kind == "header":
+            lines.append(f"== {block['text']['text']} ==")
+        elif kind == "section":
+            if block.get("text"):
+                lines.append(block["text"]["text"])
+            for f in block.get("fields", []):
+                lines.append("  " + f["text"].replace("\n", ": ", 1))
+        elif kind == "context":
+            lines.append("  " + " ".join(e.get("text", "") for e in block.get("elements", [])))
+        elif kind == "actions":
+            lines.append("  " + "  ".join(
+                f"[{e['text']['text']} → :click {e['action_id']} {e.get('value', '')}]"
+                for e in block.get("elements", []) if e.get("type") == "button"))
+        elif kind == "divider":
+            lines.append("-" * 40)
+    return "\n".join(lines)
+
+
+class Console:
+    def __init__(self, runtime: Runtime, slack: LocalSlack, requests: SlackRequests, *, user: str,
+                 channel: str, out: TextIO) -> None:
+        self.runtime = runtime
+        self.slack = slack
+        self.requests = requests
+        self.user = user
+        self.channel = channel
+        self.out = out
+        self._print_lock = threading.Lock()
+
+    # ---- output: every Web API call the bot makes, shown as the channel would show it -----------
+
+    def show(self, call: Call) -> None:
+        p = call.params
+        body = render_blocks(p.get("blocks") or []) or str(p.get("text", ""))
+        if call.method == "chat.postMessage":
+            where = f"↳ thread of {p['thread_ts']}" if p.get("thread_ts") else f"#{p.get('channel')}"
+            self._print(f"[{where}] {body}")
+        elif call.method == "chat.update":
+            self._print(f"[card {p.get('ts')} updated]\n{body}")
+        elif call.method == "chat.postEphemeral":
+            self._print(f"[only {p.get('user')} sees] {body}")
+        elif call.method == "response_url":
+            self._print(f"[only you see] {body}")
+        elif call.method == "views.open":
+            title = (p.get("view") or {}).get("title", {}).get("text", "")
+            self._print(f"[form opened: {title}]")
+
+    def _print(self, text: str) -> None:
+        with self._print_lock:
+            print(text, file=self.out, flush=True)
+
+    # ---- input ---------------------------------------------------------------------------------
+
+    def handle(self, line: str) -> bool:
+        """Handle one input line; False means quit."""
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return True
+        if line.startswith(":"):
+            return self._console_command(line)
+        if not line.startswith("/"):
+            self._print("Start with a slash command (`/infer help`) or a console command (`:help`).")
+            return True
+        command, _, text = line.partition(" ")
+        body, headers = self.requests.slash(text, user_id=self.user, channel_id=self.channel, command=command)
+        self._dispatch(body, headers)
+        return True
+
+    def _console_command(self, line: str) -> bool:
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            words = line.split()
+        verb, args = words[0], words[1:]
+        if verb in (":quit", ":exit", ":q"):
+            return False
+        if verb == ":as" and args:
+            self.user = args[0]
+            role = self.runtime.policy.role_of(self.user)
+            self._print(f"Now acting as {self.user} ({role}).")
+        elif verb == ":approve" and args:
+            self.click("op_approve", args[0])
+        elif verb == ":reject" and len(args) >= 2:
+            self.click("op_reject", args[0])
+            self.wait()
+            values = {"reason": {"value": {"type": "plain_text_input", "value": " ".join(args[1:])}}}
+            body, headers = self.requests.view_submission("reject_reason", values, user_id=self.user,
+                                                          private_metadata=args[0])
+            self._dispatch(body, headers)
+        elif verb == ":click" and len(args) == 2:
+            self.click(args[0], args[1])
+        elif verb == ":wait":
+            self.wait(timeout=120)
+        else:
+            self._print(CONSOLE_HELP.format(personas=""))
+        return True
+
+    def click(self, action_id: str, value: str) -> None:
+        card = self._find_button(action_id, value)
+        if card is None:
+            self._print(f"No button {action_id} {value} in #{self.channel}.")
+            return
+        body, headers = self.requests.block_action(action_id, value, user_id=self.user, channel_id=self.channel,
+                                                   message_ts=card["ts"], message=card)
+        self._dispatch(body, headers)
+
+    def _find_button(self, action_id: str, value: str) -> dict[str, Any] | None:
+        for message in reversed(self.slack.messages(self.channel)):
+            for block in message.get("blocks") or []:
+                for e in block.get("elements", []) if block.get("type") == "actions" else []:
+                    if e.get("action_id") == action_id and e.get("value") == value:
+                        return message
+        return None
+
+    def _dispatch(self, body: bytes, headers: dict[str, str]) -> None:
+        resp = self.runtime.app.dispatch(BoltRequest(body=body.decode(), headers=headers))
+        if resp.status != 200:
+            self._print(f"[Slack would show an error: HTTP {resp.status}]")
+        elif resp.body:
+            try:
+                payload = json.loads(resp.body)
+            except ValueError:
+                payload = {"text": resp.body}
+            self._print(f"[only you see] {render_blocks(payload.get('blocks') or []) or payload.get('text', '')}")
+        self.wait()
+
+    def wait(self, timeout: float = 60) -> None:
+        """Until the bot is quiet: no new Slack call for a moment and no operation in flight."""
+        deadline = time.monotonic() + timeout
+        seen, quiet_since = len(self.slack.calls), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now_seen = len(self.slack.calls)
+            if now_seen != seen:
+                seen, quiet_since = now_seen, time.monotonic()
+                continue
+            in_flight = self.runtime.store.list_operations(["approved", "running"], limit=1)
+            if not in_flight and not self.runtime.worker.busy and time.monotonic() - quiet_since > 0.3:
+                return
+
+    def loop(self, stdin: TextIO) -> None:
+        interactive = stdin.isatty()
+        while True:
+            if interactive:
+                self.out.write(f"{self.user}> ")
+                self.out.flush()
+            line = stdin.readline()
+            if not line or not self.handle(line):
+                return
+
+
+def run_console(config: Config | None, settings: Settings, *, sandbox: bool, user: str | None,
+                channel: str, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
+    stdin = stdin or sys.stdin
+    out = out or sys.stdout
+    secret = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory(prefix="infer-bot-console-") as tmp:
+        box = None
+        if sandbox:
+            from bot.sandbox.environment import CHANNEL, PERSONAS, start_sandbox
+
+            box = start_sandbox(Path(tmp))
+            config = box.config
+            channel = CHANNEL if channel == "C0CONSOLE" else channel
+            user = user or "U0OPERATOR"
+            database_url = box.database_url
+        else:
+            database_url = settings.infer_bot_database_url
+            user = user or "U0CONSOLE"
+        assert config is not None
+        console: Console | None = None
+        slack = LocalSlack(bot_token="xoxb-console", on_call=lambda call: console.show(call) if console else None)
+        slack.start()
+        try:
+            local = settings.model_copy(update={"slack_bot_token": "xoxb-console", "slack_signing_secret": secret,
+                                                "slack_api_url": slack.api_url,
+                                                "infer_bot_database_url": database_url})
+            runtime = build_runtime(config, local, client=make_client(local))
+            runtime.worker.start()
+            console = Console(runtime, slack, SlackRequests(secret, response_slack=slack), user=user,
+                              channel=channel, out=out)
+            if sandbox:
+                personas = "; sandbox personas: " + ", ".join(f"{u} ({r})" for u, r in PERSONAS.items())
+                print("infer-bot console: SANDBOX (an emulated local cluster; nothing real is changed)\n"
+                      + CONSOLE_HELP.format(personas=personas) + f"You are {user} in #{channel}.", file=out)
+            console.loop(stdin)
+            console.wait()
+            runtime.close()
+        finally:
+            slack.stop()
+            if box is not None:
+                box.stop()
+    return 0

@@ -1,0 +1,88 @@
+"""Who may do what, where: roles from config, channel allow-lists, approvals per cluster."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.config import ClusterConfig, Config, Role
+
+log = logging.getLogger(__name__)
+
+RANK: dict[str, int] = {"viewer": 0, "operator": 1, "approver": 2, "admin": 3}
+# Kinds of change that always need two approvers, whatever the cluster says.
+TWO_PERSON_KINDS = frozenset({"destroy"})
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+
+
+ALLOW = Decision(True)
+
+
+class GroupCache:
+    """Members of Slack user groups (S…), fetched through a callable and kept for `ttl` seconds."""
+
+    def __init__(self, fetch: Callable[[str], list[str]], ttl: float = 300) -> None:
+        self._fetch = fetch
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self._lock = threading.Lock()
+
+    def members(self, group: str) -> frozenset[str]:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(group)
+            if hit and now - hit[0] < self._ttl:
+                return hit[1]
+        try:
+            members = frozenset(self._fetch(group))
+        except Exception as exc:  # a Slack outage must not grant or crash; it only denies the group
+            log.warning("cannot resolve user group %s: %s", group, exc)
+            return hit[1] if hit else frozenset()
+        with self._lock:
+            self._cache[group] = (now, members)
+        return members
+
+
+class Policy:
+    def __init__(self, config: Config, groups: GroupCache | None = None) -> None:
+        self.config = config
+        self.groups = groups
+
+    def role_of(self, user: str) -> Role:
+        roles = self.config.roles
+        for role, principals in (("admin", roles.admin), ("approver", roles.approver),
+                                 ("operator", roles.operator)):
+            if self._member(user, principals):
+                return role  # type: ignore[return-value]
+        return "viewer"
+
+    def _member(self, user: str, principals: list[str]) -> bool:
+        if user in principals:
+            return True
+        if self.groups is None:
+            return False
+        return any(p.startswith("S") and user in self.groups.members(p) for p in principals)
+
+    def check(self, user: str, channel: str, cluster: ClusterConfig | None, needed: Role,
+              action: str) -> Decision:
+        role = self.role_of(user)
+        if RANK[role] < RANK[needed]:
+            return Decision(False, f"`{action}` needs the *{needed}* role; you are a *{role}*. "
+                                   "Ask an admin to add you to `roles.{needed}` in the bot's config.")
+        if cluster is not None and cluster.channels and channel not in cluster.channels:
+            allowed = ", ".join(f"<#{c}>" for c in cluster.channels)
+            return Decision(False, f"cluster `{cluster.name}` takes commands only in {allowed}.")
+        return ALLOW
+
+    def approvals_needed(self, cluster: ClusterConfig, kind: str) -> int:
+        if kind in TWO_PERSON_KINDS:
+            return max(2, cluster.approvals)
+        return cluster.approvals

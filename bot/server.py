@@ -1,0 +1,85 @@
+"""HTTP mode: a WSGI app (Slack events, health, metrics) served by waitress, a production server.
+
+waitress is single-process and multi-threaded, which suits a bot whose worker and scheduler are
+threads of the same process; replicas scale out as separate processes on one database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from prometheus_client.core import REGISTRY, GaugeMetricFamily
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+from bot.app import Runtime
+from bot.storage import FINAL
+
+log = logging.getLogger(__name__)
+
+ACK_SECONDS = Histogram("infer_bot_ack_seconds", "Time from a Slack request arriving to its HTTP answer",
+                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 3, 5))
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class OperationsCollector:
+    """`infer_bot_operations{state=…}` read from the database at scrape time (all replicas agree)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily("infer_bot_operations", "Operations by state", labels=["state"])
+        try:
+            counts = self.runtime.store.count_by_status()
+        except Exception:
+            log.exception("cannot count operations for /metrics")
+            counts = {}
+        for state in sorted(set(counts) | {"pending_approval", "approved", "queued", "running"} | FINAL):
+            family.add_metric([state], counts.get(state, 0))
+        yield family
+
+
+def make_wsgi(runtime: Runtime) -> WSGIApp:
+    slack = SlackRequestHandler(runtime.app)
+    REGISTRY.register(OperationsCollector(runtime))
+
+    def respond(start: StartResponse, status: str, body: bytes, ctype: str) -> list[bytes]:
+        start(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def wsgi(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
+        if path == "/slack/events" and method == "POST":
+            began = time.perf_counter()
+            try:
+                return slack(environ, start)
+            finally:
+                ACK_SECONDS.observe(time.perf_counter() - began)
+        if path == "/healthz" and method == "GET":
+            ok = True
+            try:
+                runtime.store.count_by_status()
+            except Exception:
+                ok = False
+            body = json.dumps({"ok": ok, "database": "ok" if ok else "unreachable"}).encode()
+            return respond(start, "200 OK" if ok else "503 Service Unavailable", body, "application/json")
+        if path == "/metrics" and method == "GET":
+            return respond(start, "200 OK", generate_latest(), CONTENT_TYPE_LATEST)
+        return respond(start, "404 Not Found", b'{"error": "not found"}', "application/json")
+
+    return wsgi
+
+
+def serve(runtime: Runtime, host: str, port: int, threads: int = 16) -> None:
+    from waitress import serve as waitress_serve
+
+    runtime.worker.start()
+    log.info("serving Slack at http://%s:%s/slack/events", host, port)
+    waitress_serve(make_wsgi(runtime), host=host, port=port, threads=threads, ident="infer-bot")

@@ -1,0 +1,94 @@
+"""`/infer …`: parse → dispatch to the verb's handler → answer. Refusals are ephemeral and audited."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from slack_sdk import WebClient
+
+from handlers import blocks, history, info, scale
+from handlers.base import Invocation, Refusal
+from handlers.deps import Deps
+from handlers.metrics import COMMANDS
+from handlers.parse import Command, UsageError, parse
+from ops.errors import OpsError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Command, Invocation], None]
+
+# Where each verb is executed. A verb missing here parses but is answered as not available yet.
+HANDLERS: dict[str, Handler] = {
+    "clusters": info.clusters,
+    "status": info.status,
+    "scale": scale.request,
+    "approvals": history.approvals,
+    "ops": history.operations,
+    "audit": history.audit,
+}
+
+
+def _max_replicas(deps: Deps) -> int:
+    return max((c.max_replicas for c in deps.config.clusters), default=20)
+
+
+def on_command(ack: Callable[..., Any], command: dict[str, Any], context: dict[str, Any],
+               client: WebClient, respond: Callable[..., Any]) -> None:
+    deps: Deps = context["deps"]
+    user, channel = command.get("user_id", ""), command.get("channel_id", "")
+    sandbox = deps.config.sandbox
+    try:
+        cmd = parse(command.get("text") or "", max_replicas=_max_replicas(deps))
+    except UsageError as exc:
+        COMMANDS.labels(verb=exc.verb or "?", outcome="refused").inc()
+        deps.store.audit(user, f"{exc.verb or 'command'}", "refused", channel_id=channel, detail=exc.message)
+        msg = blocks.refusal(exc.message, exc.usage, sandbox=sandbox)
+        ack(response_type="ephemeral", text=msg.text, blocks=msg.blocks)
+        return
+
+    if cmd.verb == "help":
+        # Answered inside the ack: no I/O, and the user sees it at once.
+        msg = blocks.help_message(deps.command, help_lines(), sandbox=sandbox)
+        ack(response_type="ephemeral", text=msg.text, blocks=msg.blocks)
+        COMMANDS.labels(verb="help", outcome="ok").inc()
+        return
+
+    ack()  # everything below may talk to a cluster: Slack must have its answer within 3 s
+    inv = Invocation(user=user, channel=channel, deps=deps, client=client, respond=respond)
+    run(cmd, inv)
+
+
+def run(cmd: Command, inv: Invocation) -> None:
+    handler = HANDLERS.get(cmd.verb)
+    outcome = "ok"
+    try:
+        if handler is None:
+            raise Refusal(f"`{cmd.verb}` is not available in this version of the bot yet. "
+                          f"`{inv.deps.command} help` lists what is.")
+        handler(cmd, inv)
+    except (Refusal, OpsError) as exc:
+        outcome = "refused"
+        usage = exc.usage if isinstance(exc, Refusal) else ""
+        cluster = exc.cluster if isinstance(exc, Refusal) else cmd.cluster
+        inv.deps.store.audit(inv.user, cmd.verb, "refused", cluster=cluster, channel_id=inv.channel,
+                             detail=exc.message)
+        inv.reply(blocks.refusal(exc.message, usage, sandbox=inv.sandbox))
+    except Exception:
+        outcome = "error"
+        ref = uuid.uuid4().hex[:8]
+        log.exception("command %s failed (ref %s)", cmd.verb, ref)
+        inv.deps.store.audit(inv.user, cmd.verb, "failed", cluster=cmd.cluster, channel_id=inv.channel,
+                             detail=f"internal error, ref {ref}")
+        inv.reply(blocks.refusal(f"something went wrong on my side (ref `{ref}`); nothing was changed. "
+                                 "The bot's logs have the details.", sandbox=inv.sandbox))
+    finally:
+        COMMANDS.labels(verb=cmd.verb, outcome=outcome).inc()
+
+
+def help_lines() -> list[tuple[str, str]]:
+    from handlers.parse import VERBS
+
+    return [(spec.usage, spec.summary) for name, spec in VERBS.items() if name in HANDLERS or name == "help"]

@@ -1,0 +1,149 @@
+"""Approve / Reject buttons on approval cards and the reject-reason modal.
+
+Exactly-once lives in the store (a conditional UPDATE); these handlers only check who may click,
+tell the clicker what happened, and refresh the card from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from handlers import blocks, cards
+from handlers.deps import Deps
+from handlers.metrics import ACTIONS
+
+log = logging.getLogger(__name__)
+
+OUTCOME_TEXT = {
+    "recorded": "Your approval of #{id} is recorded; it needs {more} more.",
+    "already": "You already approved #{id}.",
+    "self": "You asked for #{id}, so someone else has to approve it.",
+    "not_pending": "#{id} is already {status}; nothing changed.",
+    "expired": "#{id} expired before it was approved; nothing changed. Run the command again.",
+}
+
+
+class ClickRefused(Exception):
+    pass
+
+
+def _op_id(value: Any) -> int:
+    text = str(value or "")
+    if not text.isascii() or not text.isdigit() or len(text) > 12:
+        raise ClickRefused("that button does not name an operation I know.")
+    return int(text)
+
+
+def _tell(client: WebClient, channel: str, user: str, text: str) -> None:
+    if not channel:
+        return
+    try:
+        client.chat_postEphemeral(channel=channel, user=user, text=text)
+    except SlackApiError as exc:
+        log.warning("cannot tell %s: %s", user, exc.response.get("error"))
+
+
+def _click(body: dict[str, Any], action: dict[str, Any], deps: Deps, needed: str, verb: str) -> Any:
+    """Common checks for a decision click; returns the operation or raises ClickRefused."""
+    user = body.get("user", {}).get("id", "")
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", "")
+    op = deps.store.get(_op_id(action.get("value")))
+    if op is None:
+        raise ClickRefused("that button does not name an operation I know.")
+    if op.channel_id != channel:
+        raise ClickRefused(f"operation #{op.id} belongs to another channel; decide it there.")
+    decision = deps.policy.check(user, channel, deps.config.cluster(op.cluster), needed, verb)
+    if not decision.allowed:
+        raise ClickRefused(decision.reason)
+    return op
+
+
+def on_approve(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, Any],
+               context: dict[str, Any], client: WebClient) -> None:
+    ack()
+    deps: Deps = context["deps"]
+    user = body.get("user", {}).get("id", "")
+    channel = (body.get("channel") or {}).get("id", "")
+    try:
+        op = _click(body, action, deps, "approver", "approve")
+    except ClickRefused as exc:
+        _refused(deps, client, user, channel, "approve", str(exc))
+        return
+    result = deps.store.approve(op.id, user)
+    outcome = result.outcome.value
+    ACTIONS.labels(action="approve", outcome=outcome).inc()
+    if outcome in ("approved", "recorded", "expired"):
+        cards.refresh_card(client, deps.store, op.id, sandbox=deps.config.sandbox)
+    if outcome == "approved":
+        cards.post_in_thread(client, op, f"Approved by <@{user}>. Starting.")
+        deps.wake_worker()
+        return
+    current = result.operation or op
+    _tell(client, channel, user, OUTCOME_TEXT[outcome].format(
+        id=op.id, more=max(0, op.approvals_needed - result.approvals),
+        status=str(current.status).replace("_", " ")))
+
+
+def on_reject(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, Any],
+              context: dict[str, Any], client: WebClient) -> None:
+    ack()
+    deps: Deps = context["deps"]
+    user = body.get("user", {}).get("id", "")
+    channel = (body.get("channel") or {}).get("id", "")
+    try:
+        op = _click(body, action, deps, "approver", "reject")
+        if op.status != "pending_approval":
+            raise ClickRefused(f"#{op.id} is already {op.status.replace('_', ' ')}; nothing changed.")
+    except ClickRefused as exc:
+        _refused(deps, client, user, channel, "reject", str(exc))
+        return
+    try:
+        client.views_open(trigger_id=body.get("trigger_id", ""), view=blocks.reject_modal(op))
+    except SlackApiError as exc:
+        _tell(client, channel, user, f"I could not open the reason form ({exc.response.get('error')}); "
+                                     "click Reject again.")
+
+
+def on_reject_submit(ack: Callable[..., Any], body: dict[str, Any], view: dict[str, Any],
+                     context: dict[str, Any], client: WebClient) -> None:
+    deps: Deps = context["deps"]
+    user = body.get("user", {}).get("id", "")
+    values = (view.get("state") or {}).get("values") or {}
+    reason = str(((values.get("reason") or {}).get("value") or {}).get("value") or "").strip()[:500]
+    try:
+        op_id = _op_id(view.get("private_metadata"))
+    except ClickRefused as exc:
+        ack(response_action="errors", errors={"reason": str(exc)})
+        return
+    op = deps.store.get(op_id)
+    refusal = ""
+    if op is None:
+        refusal = "that operation no longer exists."
+    elif not reason:
+        refusal = "say why, so the requester knows what to change."
+    else:
+        decision = deps.policy.check(user, op.channel_id, deps.config.cluster(op.cluster), "approver", "reject")
+        refusal = "" if decision.allowed else decision.reason
+    if refusal:
+        deps.store.audit(user, "reject", "refused", operation_id=op_id, detail=refusal)
+        ack(response_action="errors", errors={"reason": refusal})
+        return
+    rejected = deps.store.reject(op_id, user, reason)
+    if rejected is None:
+        ack(response_action="errors", errors={"reason": f"#{op_id} was already decided; nothing changed."})
+        return
+    ack()
+    ACTIONS.labels(action="reject", outcome="rejected").inc()
+    cards.refresh_card(client, deps.store, op_id, sandbox=deps.config.sandbox)
+    cards.post_in_thread(client, rejected, f"Rejected by <@{user}>: {blocks.escape(reason)}")
+
+
+def _refused(deps: Deps, client: WebClient, user: str, channel: str, verb: str, reason: str) -> None:
+    ACTIONS.labels(action=verb, outcome="refused").inc()
+    deps.store.audit(user, verb, "refused", channel_id=channel or None, detail=reason)
+    _tell(client, channel, user, f":no_entry: {reason}")

@@ -1,0 +1,91 @@
+"""What a handler gets from the wiring, through Bolt's `context["deps"]`.
+
+Protocols rather than imports of bot/: handlers depend on what they call, not on who provides it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from handlers.blocks import AuditEntry, Operation
+from ops.kube import KubeCluster
+
+
+class ClusterConfig(Protocol):
+    name: str
+    namespace: str
+    approvals: int
+    max_replicas: int
+    channels: list[str]
+
+
+class Config(Protocol):
+    sandbox: bool
+    clusters: Sequence[ClusterConfig]
+
+    def cluster(self, name: str | None) -> ClusterConfig | None: ...
+
+
+class Decision(Protocol):
+    allowed: bool
+    reason: str
+
+
+class Policy(Protocol):
+    def role_of(self, user: str) -> str: ...
+
+    def check(self, user: str, channel: str, cluster: Any, needed: Any, action: str) -> Decision: ...
+
+    def approvals_needed(self, cluster: Any, kind: str) -> int: ...
+
+
+class ApproveResult(Protocol):
+    @property
+    def outcome(self) -> Any: ...
+
+    @property
+    def operation(self) -> Operation | None: ...
+
+    @property
+    def approvals(self) -> int: ...
+
+
+class Store(Protocol):
+    def audit(self, actor: str, action: str, outcome: str = "ok", *, cluster: str | None = None,
+              channel_id: str | None = None, operation_id: int | None = None, detail: str = "") -> None: ...
+
+    def audit_tail(self, n: int) -> Sequence[AuditEntry]: ...
+
+    def create_operation(self, *, kind: str, cluster: str, namespace: str, target: str,
+                         params: dict[str, Any], plan: dict[str, Any], requested_by: str, channel_id: str,
+                         approvals_needed: int, ttl: timedelta, lock_key: str | None = None) -> Operation: ...
+
+    def get(self, op_id: int) -> Operation | None: ...
+
+    def set_card(self, op_id: int, ts: str) -> None: ...
+
+    def approvers(self, op_id: int) -> list[str]: ...
+
+    def list_operations(self, statuses: Sequence[str] | None = None, limit: int = 20) -> Sequence[Operation]: ...
+
+    def approve(self, op_id: int, user: str) -> ApproveResult: ...
+
+    def reject(self, op_id: int, user: str, reason: str) -> Operation | None: ...
+
+
+class Clusters(Protocol):
+    def get(self, cluster: Any) -> KubeCluster: ...
+
+
+@dataclass(frozen=True)
+class Deps:
+    config: Config
+    store: Store
+    policy: Policy
+    clusters: Clusters
+    approval_ttl: timedelta
+    wake_worker: Callable[[], None]
+    command: str = "/infer"
