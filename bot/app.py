@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from slack_bolt import App, BoltResponse
+from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
@@ -24,6 +26,31 @@ from bot.worker import Worker
 from handlers.deps import Deps
 
 log = logging.getLogger(__name__)
+
+
+class ListenerPool(ThreadPoolExecutor):
+    """Bolt's listener executor, counting work in flight so the console can wait for quiet."""
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix="listener")
+        self._lock = threading.Lock()
+        self._in_flight = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._lock:
+            self._in_flight += 1
+        future = super().submit(fn, *args, **kwargs)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _future: Future[Any]) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    @property
+    def idle(self) -> bool:
+        with self._lock:
+            return self._in_flight == 0
 
 
 def make_client(settings: Settings) -> WebClient:
@@ -43,6 +70,7 @@ class Runtime:
     client: WebClient
     app: App
     worker: Worker
+    listeners: ListenerPool
 
     def close(self) -> None:
         self.worker.stop()
@@ -64,27 +92,23 @@ def build_runtime(config: Config, settings: Settings, *, client: WebClient | Non
     deps = Deps(config=config, store=store, policy=policy, clusters=clusters,
                 approval_ttl=timedelta(hours=config.operations.approval_timeout_hours),
                 wake_worker=worker.wake, command=config.slack.command)
-    app = build_app(settings, client, deps)
-    return Runtime(config, settings, store, policy, clusters, client, app, worker)
+    listeners = ListenerPool(max_workers=32)
+    app = build_app(settings, client, deps, listeners)
+    return Runtime(config, settings, store, policy, clusters, client, app, worker, listeners)
 
 
-def build_app(settings: Settings, client: WebClient, deps: Deps) -> App:
+def build_app(settings: Settings, client: WebClient, deps: Deps, listeners: ThreadPoolExecutor) -> App:
     app = App(
         client=client,
         signing_secret=settings.slack_signing_secret,
         token_verification_enabled=False,  # no Slack call at start-up; auth.test runs on first use
         process_before_response=False,  # ack first, work after: Slack wants its answer within 3 s
-        listener_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="listener"),
+        listener_executor=listeners,
     )
 
     @app.middleware
-    def deliver_once(body: dict[str, Any], context: dict[str, Any], next: Any) -> Any:
+    def inject(context: dict[str, Any], next: Any) -> Any:
         context["deps"] = deps
-        # Slack retries a delivery it thinks we missed; the first one that reached us already acted.
-        key = body.get("event_id") or body.get("trigger_id")
-        if key and not deps.store.first_delivery(str(key)):
-            log.info("ignoring a repeated Slack delivery %s", key)
-            return BoltResponse(status=200, body="")
         return next()
 
     handlers.register(app, deps.command)

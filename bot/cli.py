@@ -61,7 +61,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="infer-bot", description="Slack chat-ops for LLM inference on EKS")
     parser.add_argument("--config", help="YAML config file (default: $INFER_BOT_CONFIG)")
-    parser.add_argument("--log-level", default=os.environ.get("INFER_BOT_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=os.environ.get("INFER_BOT_LOG_LEVEL"),
+                        help="default INFO; WARNING for the console, whose stdout is the conversation")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve Slack over HTTP (POST /slack/events) or Socket Mode")
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     check.set_defaults(func=cmd_check)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+    level = args.log_level or ("WARNING" if args.command == "console" else "INFO")
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
     try:

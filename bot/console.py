@@ -33,6 +33,11 @@ Console commands:
 """
 
 
+def unescape(text: str) -> str:
+    """What Slack displays for its three escaped characters."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def render_blocks(blocks: list[dict[str, Any]]) -> str:
     """Block Kit as plain text, one line per block, buttons as [Label → :click action value]."""
     lines: list[str] = []
@@ -53,7 +58,7 @@ def render_blocks(blocks: list[dict[str, Any]]) -> str:
                 for e in block.get("elements", []) if e.get("type") == "button"))
         elif kind == "divider":
             lines.append("-" * 40)
-    return "\n".join(lines)
+    return unescape("\n".join(lines))
 
 
 class Console:
@@ -165,17 +170,16 @@ class Console:
         self.wait()
 
     def wait(self, timeout: float = 60) -> None:
-        """Until the bot is quiet: no new Slack call for a moment and no operation in flight."""
+        """Until the bot is quiet: no listener or operation in flight and no new Slack call for a moment."""
         deadline = time.monotonic() + timeout
         seen, quiet_since = len(self.slack.calls), time.monotonic()
         while time.monotonic() < deadline:
             time.sleep(0.05)
-            now_seen = len(self.slack.calls)
-            if now_seen != seen:
-                seen, quiet_since = now_seen, time.monotonic()
+            if len(self.slack.calls) != seen or not self.runtime.listeners.idle or self.runtime.worker.busy:
+                seen, quiet_since = len(self.slack.calls), time.monotonic()
                 continue
-            in_flight = self.runtime.store.list_operations(["approved", "running"], limit=1)
-            if not in_flight and not self.runtime.worker.busy and time.monotonic() - quiet_since > 0.3:
+            if time.monotonic() - quiet_since > 0.2 and not self.runtime.store.list_operations(
+                    ["approved", "running"], limit=1):
                 return
 
     def loop(self, stdin: TextIO) -> None:

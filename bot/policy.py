@@ -75,8 +75,8 @@ class Policy:
               action: str) -> Decision:
         role = self.role_of(user)
         if RANK[role] < RANK[needed]:
-            return Decision(False, f"`{action}` needs the *{needed}* role; you are a *{role}*. "
-                                   "Ask an admin to add you to `roles.{needed}` in the bot's config.")
+            return Decision(False, f"`{action}` needs the *{needed}* role; yours is *{role}*. "
+                                   f"Ask an admin to add you to `roles.{needed}` in the bot's config.")
         if cluster is not None and cluster.channels and channel not in cluster.channels:
             allowed = ", ".join(f"<#{c}>" for c in cluster.channels)
             return Decision(False, f"cluster `{cluster.name}` takes commands only in {allowed}.")

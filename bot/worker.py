@@ -159,8 +159,8 @@ class Worker:
             status = SUCCEEDED if outcome.ok else FAILED
             if self.store.finish(op, self.id, status, outcome.message):
                 icon = ":large_green_circle:" if outcome.ok else ":red_circle:"
-                cards.post_in_thread(self.client, op, f"{icon} {status.capitalize()}: {outcome.message}")
                 cards.refresh_card(self.client, self.store, op.id, sandbox=self.config.sandbox)
+                cards.post_in_thread(self.client, op, f"{icon} {status.capitalize()}: {outcome.message}")
             else:
                 log.warning("operation %s was taken from this worker (lease lost) before it finished", op.id)
         finally:

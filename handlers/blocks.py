@@ -98,7 +98,7 @@ def escape(text: str) -> str:
 def refusal(message: str, usage: str = "", *, sandbox: bool = False) -> Message:
     lines = [f":no_entry: {message}"]
     if usage:
-        lines.append(f"Usage: `{usage}`")
+        lines.append(f"Usage: `{escape(usage)}`")
     return _render(" ".join(lines), [SectionBlock(text=_md("\n".join(lines)))], sandbox)
 
 
@@ -107,7 +107,7 @@ def note(message: str, *, sandbox: bool = False) -> Message:
 
 
 def help_message(command: str, lines: Sequence[tuple[str, str]], *, sandbox: bool = False) -> Message:
-    body = "\n".join(f"`{command} {usage}`  {summary}" for usage, summary in lines)
+    body = "\n".join(f"`{command} {escape(usage)}`  {summary}" for usage, summary in lines)
     hint = "Options are `key=value`. Every verb takes `cluster=`. Changes need approval."
     return _render(f"{command} help", [HeaderBlock(text=f"{command}: what I can do"),
                                        SectionBlock(text=_md(body)),

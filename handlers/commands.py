@@ -13,7 +13,7 @@ from handlers import blocks, history, info, scale
 from handlers.base import Invocation, Refusal
 from handlers.deps import Deps
 from handlers.metrics import COMMANDS
-from handlers.parse import Command, UsageError, parse
+from handlers.parse import VERBS, Command, UsageError, parse
 from ops.errors import OpsError
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,10 @@ def on_command(ack: Callable[..., Any], command: dict[str, Any], context: dict[s
     try:
         cmd = parse(command.get("text") or "", max_replicas=_max_replicas(deps))
     except UsageError as exc:
-        COMMANDS.labels(verb=exc.verb or "?", outcome="refused").inc()
-        deps.store.audit(user, f"{exc.verb or 'command'}", "refused", channel_id=channel, detail=exc.message)
         msg = blocks.refusal(exc.message, exc.usage, sandbox=sandbox)
         ack(response_type="ephemeral", text=msg.text, blocks=msg.blocks)
+        COMMANDS.labels(verb=exc.verb or "?", outcome="refused").inc()
+        deps.store.audit(user, f"{exc.verb or 'command'}", "refused", channel_id=channel, detail=exc.message)
         return
 
     if cmd.verb == "help":
@@ -57,6 +57,8 @@ def on_command(ack: Callable[..., Any], command: dict[str, Any], context: dict[s
         return
 
     ack()  # everything below may talk to a cluster: Slack must have its answer within 3 s
+    if not deps.first_delivery(command):
+        return
     inv = Invocation(user=user, channel=channel, deps=deps, client=client, respond=respond)
     run(cmd, inv)
 
@@ -89,6 +91,6 @@ def run(cmd: Command, inv: Invocation) -> None:
 
 
 def help_lines() -> list[tuple[str, str]]:
-    from handlers.parse import VERBS
-
-    return [(spec.usage, spec.summary) for name, spec in VERBS.items() if name in HANDLERS or name == "help"]
+    """(usage without the command word, summary) of every verb this version executes."""
+    return [(spec.usage.split(" ", 1)[1], spec.summary) for name, spec in VERBS.items()
+            if name in HANDLERS or name == "help"]

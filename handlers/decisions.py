@@ -67,6 +67,8 @@ def on_approve(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, 
                context: dict[str, Any], client: WebClient) -> None:
     ack()
     deps: Deps = context["deps"]
+    if not deps.first_delivery(body):
+        return
     user = body.get("user", {}).get("id", "")
     channel = (body.get("channel") or {}).get("id", "")
     try:
@@ -93,6 +95,8 @@ def on_reject(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, A
               context: dict[str, Any], client: WebClient) -> None:
     ack()
     deps: Deps = context["deps"]
+    if not deps.first_delivery(body):
+        return
     user = body.get("user", {}).get("id", "")
     channel = (body.get("channel") or {}).get("id", "")
     try:

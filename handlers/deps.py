@@ -54,6 +54,8 @@ class ApproveResult(Protocol):
 
 
 class Store(Protocol):
+    def first_delivery(self, key: str) -> bool: ...
+
     def audit(self, actor: str, action: str, outcome: str = "ok", *, cluster: str | None = None,
               channel_id: str | None = None, operation_id: int | None = None, detail: str = "") -> None: ...
 
@@ -89,3 +91,12 @@ class Deps:
     approval_ttl: timedelta
     wake_worker: Callable[[], None]
     command: str = "/infer"
+
+    def first_delivery(self, body: dict[str, Any]) -> bool:
+        """False when this Slack delivery was acted on already (a retry, or a replayed request).
+
+        Called after ack(), so the database write stays off the 3-second path; the unique key in
+        the database still makes the action happen once.
+        """
+        key = body.get("event_id") or body.get("trigger_id")
+        return not key or self.store.first_delivery(str(key))

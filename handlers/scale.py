@@ -28,7 +28,7 @@ def request(cmd: Command, inv: Invocation) -> None:
         params={"replicas": replicas},
         plan={"object": f"deployment/{name}", "change": f"replicas {current.replicas} → {replicas}",
               "before": current.replicas, "after": replicas,
-              "details": f"Now {current.ready}/{current.replicas} ready · image "
+              "details": f"When asked: {current.ready}/{current.replicas} ready · image "
                          f"`{', '.join(current.images)[:200]}`"},
         requested_by=inv.user, channel_id=inv.channel,
         approvals_needed=deps.policy.approvals_needed(cluster, "scale"), ttl=deps.approval_ttl,

@@ -136,8 +136,8 @@ def test_usage_errors_are_ephemeral_name_the_problem_and_change_nothing(bot, sla
     cases = {
         "scael qwen 2": "scale",  # the closest verb is suggested
         "scale qwen": "missing",
-        "scale qwen 99": "0..20",
-        "scale Qwen_Bad 2": "Kubernetes name",
+        "scale qwen 99": "from 0 to 20",
+        "scale Qwen_Bad 2": "not a valid release name",
         "scale qwen 2 colour=red": "colour",
     }
     for text, expected in cases.items():

@@ -26,7 +26,8 @@ def test_roles_rank_and_unknown_users_are_viewers():
                                                                                "viewer"]
     assert p.check("UOP", "C1", c, "operator", "scale").allowed
     denied = p.check("USTRANGER", "C1", c, "operator", "scale")
-    assert not denied.allowed and "needs the *operator* role" in denied.reason and "viewer" in denied.reason
+    assert not denied.allowed and "needs the *operator* role" in denied.reason and "yours is *viewer*" in denied.reason
+    assert "`roles.operator`" in denied.reason
     assert p.check("UADMIN", "C1", c, "approver", "approve").allowed
 
 

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +43,32 @@ class BotProcess:
         self.log_path = workdir / f"bot-{self.port}.log"
         self.requests = SlackRequests(SIGNING_SECRET, response_slack=slack)
 
-    def start(self, timeout: float = 30) -> BotProcess:
+    def start(self, timeout: float = 30, *, socket_mode: bool = False,
+              ready: Callable[[], bool] | None = None) -> BotProcess:
+        """Start the process; wait for /healthz (HTTP mode) or for `ready()` (Socket Mode)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "INFER_BOT_"))}
         env.update(SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=self.slack.api_url,
-                   INFER_BOT_CONFIG=str(self.config_path), INFER_BOT_DATABASE_URL=self.database_url)
+                   SLACK_APP_TOKEN=self.slack.app_token, INFER_BOT_CONFIG=str(self.config_path),
+                   INFER_BOT_DATABASE_URL=self.database_url)
+        mode = ["--socket-mode"] if socket_mode else ["--host", "127.0.0.1", "--port", str(self.port)]
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1",
-                                      "--port", str(self.port)], env=env, stdout=self._log, stderr=self._log)
+        self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", *mode], env=env,
+                                     stdout=self._log, stderr=self._log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"infer-bot exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+            if ready is not None:
+                if ready():
                     return self
-            except requests.ConnectionError:
-                pass
+            else:
+                try:
+                    if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                        return self
+                except requests.ConnectionError:
+                    pass
             time.sleep(0.1)
-        raise RuntimeError(f"infer-bot did not become healthy:\n{self.log()}")
+        raise RuntimeError(f"infer-bot did not become ready:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
