@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bot.sandbox.kubeapi import KubeEmulator
 
 from bot.local_slack import Call, LocalSlack
 from bot.sandbox.environment import deployment, node
+from bot.sandbox.kubeapi import KubeEmulator
 from tests.support.botproc import BOT_TOKEN, BotProcess, Database
 
 OPERATOR, APPROVER, APPROVER2, ADMIN, VIEWER = "U0OPERATOR", "U0APPROVER", "U0APPROVER2", "U0ADMIN", "U0VIEWER"
