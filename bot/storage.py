@@ -69,7 +69,8 @@ def migrate(engine: Engine) -> None:
             # Several replicas starting together must not run the same migration twice.
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7277310)")
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        # "heads": feature branches of the schema (one per capability) may each add a head.
+        command.upgrade(cfg, "heads")
 
 
 class ApproveOutcome(enum.Enum):
