@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 import handlers
+from bot import logs
 from bot.clusters import Clusters
 from bot.config import Config, Settings
 from bot.policy import GroupCache, Policy
@@ -39,7 +41,8 @@ class ListenerPool(ThreadPoolExecutor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         with self._lock:
             self._in_flight += 1
-        future = super().submit(fn, *args, **kwargs)
+        # The request thread's context (the Slack user, for log lines) follows the work.
+        future = super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
         future.add_done_callback(self._done)
         return future
 
@@ -107,8 +110,10 @@ def build_app(settings: Settings, client: WebClient, deps: Deps, listeners: Thre
     )
 
     @app.middleware
-    def inject(context: dict[str, Any], next: Any) -> Any:
+    def inject(body: dict[str, Any], context: dict[str, Any], next: Any) -> Any:
         context["deps"] = deps
+        user = body.get("user_id") or (body.get("user") or {}).get("id")
+        logs.slack_user.set(str(user) if user else None)
         return next()
 
     handlers.register(app, deps.command)

@@ -7,11 +7,11 @@ Heavy modules (Bolt, the Kubernetes client, SQLAlchemy) are imported inside the 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from bot.config import Config, ConfigError, Settings, load_config
+from bot.logs import setup_logging
 
 
 def _config(settings: Settings, path: str | None) -> Config:
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML config file (default: $INFER_BOT_CONFIG)")
     parser.add_argument("--log-level", default=os.environ.get("INFER_BOT_LOG_LEVEL"),
                         help="default INFO; WARNING for the console, whose stdout is the conversation")
+    parser.add_argument("--log-format", choices=["json", "text"], default=os.environ.get("INFER_BOT_LOG_FORMAT"),
+                        help="default json (one object per line) for serve and check, text for the console")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve Slack over HTTP (POST /slack/events) or Socket Mode")
@@ -81,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     check.set_defaults(func=cmd_check)
 
     args = parser.parse_args(argv)
-    level = args.log_level or ("WARNING" if args.command == "console" else "INFO")
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    console = args.command == "console"
+    level = args.log_level or ("WARNING" if console else "INFO")
+    fmt = args.log_format or ("text" if console else "json")
+    setup_logging(level, fmt, secrets=(settings.slack_bot_token, settings.slack_signing_secret,
+                                       settings.slack_app_token))
     try:
         return int(args.func(args, settings))
     except ConfigError as exc:

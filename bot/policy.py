@@ -45,7 +45,8 @@ class GroupCache:
             members = frozenset(self._fetch(group))
         except Exception as exc:  # a Slack outage must not grant or crash; it only denies the group
             log.warning("cannot resolve user group %s: %s", group, exc)
-            return hit[1] if hit else frozenset()
+            members = hit[1] if hit else frozenset()
+            now -= self._ttl * 0.8  # remember the failure too, but ask again sooner
         with self._lock:
             self._cache[group] = (now, members)
         return members

@@ -60,6 +60,11 @@ def make_wsgi(runtime: Runtime) -> WSGIApp:
             began = time.perf_counter()
             try:
                 return slack(environ, start)
+            except Exception:
+                # Bolt parses the body before any listener runs; a signed but malformed body
+                # (e.g. `payload=` that is not JSON) must be a client error, not a 500.
+                log.warning("unreadable Slack request", exc_info=True)
+                return respond(start, "400 Bad Request", b'{"error": "unreadable request"}', "application/json")
             finally:
                 ACK_SECONDS.observe(time.perf_counter() - began)
         if path == "/healthz" and method == "GET":

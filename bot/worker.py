@@ -22,6 +22,7 @@ from slack_sdk import WebClient
 
 from bot.clusters import Clusters
 from bot.config import Config
+from bot.logs import operation_context
 from bot.models import Operation
 from bot.storage import FAILED, SUCCEEDED, Store
 from handlers import cards
@@ -138,6 +139,10 @@ class Worker:
                 log.exception("lease renewal failed")
 
     def _run(self, op: Operation) -> None:
+        with operation_context(op.id, op.requested_by):
+            self._run_in_context(op)
+
+    def _run_in_context(self, op: Operation) -> None:
         try:
             cards.refresh_card(self.client, self.store, op.id, sandbox=self.config.sandbox)
 

@@ -1,0 +1,71 @@
+"""Several `infer-bot serve` replicas on one database (PostgreSQL, and SQLite for the single-host
+default): every click, approval and operation acts exactly once, whichever replica Slack reaches."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.conftest import APPROVER, APPROVER2, OPERATOR, card_for, model, op_id_of, text_of, wait_until
+from tests.support.botproc import Database
+from tests.support.postgres import PostgresServer
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    return request.getfixturevalue("postgres").new_database()
+
+
+def test_a_hundred_clicks_over_three_replicas_scale_once(make_bot, slack, kube, database_url):
+    replicas = [make_bot(database_url=database_url) for _ in range(3)]
+    db = Database(database_url)
+    replicas[0].slash("scale qwen 3", user=OPERATOR)
+    card = card_for(slack)
+    op_id = op_id_of(card)
+
+    def click(i: int) -> int:
+        bot = replicas[i % 3]  # a load balancer spreading Slack's requests
+        return bot.click("op_approve", op_id, user=(APPROVER, APPROVER2)[i % 2],
+                         message_ts=card.response["ts"]).status_code
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        codes = list(pool.map(click, range(100)))
+    assert codes == [200] * 100
+    slack.wait_for(lambda c: c.params.get("thread_ts") == card.response["ts"] and "Succeeded" in text_of(c),
+                   timeout=60)
+    time.sleep(1)  # let any (wrong) second execution show itself
+    patches = [r for r in kube.requests if r[0] == "PATCH" and r[1].endswith("/deployments/qwen/scale")]
+    assert len(patches) == 1
+    actions = Counter(r["action"] for r in db.audit(int(op_id)))
+    assert actions["approved"] == 1 and actions["started"] == 1 and actions["succeeded"] == 1
+    assert len([c for c in slack.calls_to("chat.postMessage") if "Succeeded" in text_of(c)]) == 1
+
+
+def test_every_approved_operation_is_claimed_by_exactly_one_replica(make_bot, slack, kube, database_url):
+    names = [f"model-{i}" for i in range(8)]
+    for name in names:
+        kube.put(model(name, gpus=0))
+    replicas = [make_bot(database_url=database_url, cluster={"approvals": 0}) for _ in range(3)]
+    db = Database(database_url)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: replicas[i % 3].slash(f"scale {names[i]} 2", user=OPERATOR), range(len(names))))
+    wait_until(lambda: len(db.rows("SELECT id FROM operations WHERE status = 'succeeded'")) == len(names),
+               timeout=60, what="all operations succeeded")
+    started = db.rows("SELECT operation_id, actor FROM audit_log WHERE action = 'started'")
+    assert sorted(Counter(r["operation_id"] for r in started).values()) == [1] * len(names)
+    for name in names:
+        dep = kube.get("apps/v1", "Deployment", "default", name)
+        assert dep["spec"]["replicas"] == 2
