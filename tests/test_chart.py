@@ -1,0 +1,87 @@
+"""The bot's own Helm chart: lints, renders, and grants exactly the API access the ops use."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import APPROVER, OPERATOR, card_for, op_id_of, text_of
+
+CHART = Path(__file__).resolve().parents[1] / "deploy" / "helm" / "infer-bot"
+
+
+def helm(*args: str) -> str:
+    binary = os.environ.get("HELM_BIN") or shutil.which("helm")
+    assert binary, "helm not found: scripts/setup test installs it into .tools/bin"
+    run = subprocess.run([binary, *args], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def rendered(*sets: str) -> dict[str, dict]:
+    flags = [x for s in sets for x in ("--set", s)]
+    docs = [d for d in yaml.safe_load_all(helm("template", "bot", str(CHART), "--namespace", "ops", *flags)) if d]
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
+def test_chart_lints_and_renders_a_safe_deployment():
+    assert "0 chart(s) failed" in helm("lint", str(CHART))
+    objs = rendered("serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/bot",
+                    "serviceMonitor.enabled=true")
+    dep = objs["Deployment/bot"]
+    assert dep["spec"]["replicas"] == 2
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["serviceAccountName"] == "infer-bot"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e for e in container["env"]}
+    for secret in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "INFER_BOT_DATABASE_URL"):
+        assert "secretKeyRef" in env[secret]["valueFrom"] and "value" not in env[secret]
+    assert objs["PodDisruptionBudget/bot"]["spec"]["minAvailable"] == 1
+    assert objs["ServiceAccount/infer-bot"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(
+        "role/bot")
+    assert objs["ServiceMonitor/bot"]["spec"]["endpoints"][0]["path"] == "/metrics"
+    config = yaml.safe_load(objs["ConfigMap/bot-config"]["data"]["config.yaml"])
+    assert config["slack"]["command"] == "/infer"
+    assert "ServiceMonitor/bot" not in rendered()
+
+
+PATH = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)(?:/namespaces/[^/]+)?/(?P<resource>[^/]+)"
+                  r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$")
+
+
+def rbac_verb(method: str, name: str | None, query: dict[str, str]) -> str:
+    if method == "GET":
+        return "watch" if query.get("watch") in ("true", "1") else ("get" if name else "list")
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+
+
+def test_rbac_allows_exactly_what_the_pipeline_calls(make_bot, slack, kube):
+    # Everything the bot does today: status, a scale that succeeds, one that fails and is diagnosed.
+    bot = make_bot(cluster={"rollout_timeout_seconds": 3})
+    bot.slash("status", user=OPERATOR)
+    for replicas, outcome in ((2, "Succeeded"), (9, "Failed")):
+        bot.slash(f"scale qwen {replicas}", user=OPERATOR)
+        card = card_for(slack, n=1 if replicas == 2 else 2)
+        bot.click("op_approve", op_id_of(card), user=APPROVER, message_ts=card.response["ts"])
+        slack.wait_for(lambda c, ts=card.response["ts"], o=outcome: c.params.get("thread_ts") == ts
+                       and o in text_of(c), timeout=60)
+
+    used: set[tuple[str, str, str]] = set()
+    for method, path, query in kube.requests:
+        match = PATH.match(path)
+        if not match:
+            continue  # discovery and /version: non-resource URLs every authenticated client may read
+        resource = match["resource"] + (f"/{match['sub']}" if match["sub"] else "")
+        used.add((match["group"] or "", resource, rbac_verb(method, match["name"], query)))
+
+    role = rendered()["ClusterRole/bot"]
+    granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    assert used <= granted, f"calls the chart does not allow: {sorted(used - granted)}"
+    assert granted <= used, f"granted but never used (not least privilege): {sorted(granted - used)}"
