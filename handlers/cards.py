@@ -6,6 +6,7 @@ Used by the handlers (on commands and clicks) and by the worker (on progress and
 from __future__ import annotations
 
 import logging
+import time
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -32,10 +33,22 @@ def refresh_card(client: WebClient, store: Store, op_id: int, *, sandbox: bool) 
     if op is None or not op.card_ts:
         return
     msg = blocks.approval_card(op, store.approvers(op_id), sandbox=sandbox)
-    try:
-        client.chat_update(channel=op.channel_id, ts=op.card_ts, text=msg.text, blocks=msg.blocks)
-    except SlackApiError as exc:  # the card may have been deleted by a user; the thread still works
-        log.warning("cannot update card of operation %s: %s", op_id, exc.response.get("error"))
+    # chat.update is idempotent, so unlike a post it may be retried after a 5xx or a dropped
+    # connection without risk of showing anything twice.
+    for attempt in range(3):
+        try:
+            client.chat_update(channel=op.channel_id, ts=op.card_ts, text=msg.text, blocks=msg.blocks)
+            return
+        except SlackApiError as exc:
+            if exc.response.status_code < 500 or attempt == 2:
+                # e.g. the card was deleted by a user; the thread still tells the story
+                log.warning("cannot update card of operation %s: %s", op_id, exc.response.get("error"))
+                return
+        except OSError as exc:  # urllib's URLError and socket errors
+            if attempt == 2:
+                log.warning("cannot update card of operation %s: %s", op_id, type(exc).__name__)
+                return
+        time.sleep(0.5 * 2**attempt)
 
 
 def post_in_thread(client: WebClient, op: Operation, text: str) -> None:

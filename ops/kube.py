@@ -23,6 +23,8 @@ from ops.errors import OpsError
 
 MERGE_PATCH = "application/merge-patch+json"
 REQUEST_TIMEOUT = (5, 30)  # connect, read seconds: a dead API server must not hang a Slack reply
+RETRIES = 2
+BACKOFF = 0.2  # seconds, doubled per retry
 
 
 @dataclass(frozen=True)
@@ -116,13 +118,23 @@ class KubeCluster:
         return k8s.CoreV1Api(self.api_client)
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
-        except ApiException as exc:
-            raise _api_error(self.name, exc, what) from None
-        except (HTTPError, OSError) as exc:
-            raise OpsError(f"cannot reach the Kubernetes API of cluster `{self.name}` "
-                           f"({type(exc).__name__}); check the cluster and the bot's network") from None
+        """Call the API; 5xx answers and connection errors are retried with backoff.
+
+        Safe because every call made here is idempotent: reads, and a merge patch that sets an
+        absolute value (replicas = N), which applied twice is the same as applied once.
+        """
+        for attempt in range(RETRIES + 1):
+            try:
+                return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+            except ApiException as exc:
+                if not (exc.status and exc.status >= 500 and attempt < RETRIES):
+                    raise _api_error(self.name, exc, what) from None
+            except (HTTPError, OSError) as exc:
+                if attempt == RETRIES:
+                    raise OpsError(f"cannot reach the Kubernetes API of cluster `{self.name}` "
+                                   f"({type(exc).__name__}); check the cluster and the bot's network") from None
+            time.sleep(BACKOFF * 2**attempt)
+        raise AssertionError("unreachable")
 
     def _raw(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         resp = self._call(what, fn, *args, _preload_content=False, **kwargs)
@@ -209,7 +221,9 @@ class KubeCluster:
                 elif event.get("type") == "DELETED":
                     raise OpsError(f"`deployment/{name}` was deleted while waiting for it.")
         except ApiException as exc:
-            if exc.status != 410:  # 410: our resourceVersion is too old; the caller re-reads
+            # 410: our resourceVersion is too old; 5xx: the server hiccupped. Either way the caller
+            # re-reads the object and watches again from its current resourceVersion.
+            if exc.status != 410 and not (exc.status and exc.status >= 500):
                 raise _api_error(self.name, exc, f"watch deployment {namespace}/{name}") from None
         except (HTTPError, OSError):
             pass  # a dropped stream: the caller re-reads the object and watches again
