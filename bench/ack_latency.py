@@ -15,7 +15,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.local_slack import LocalSlack, SlackRequests  # noqa: E402
+from bot.local_slack import Call, LocalSlack, SlackRequests  # noqa: E402
 from bot.sandbox.environment import deployment, node  # noqa: E402
 from bot.sandbox.kubeapi import KubeEmulator  # noqa: E402
 from tests.support.botproc import BOT_TOKEN, SIGNING_SECRET, BotProcess, free_port  # noqa: E402
@@ -47,22 +49,43 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def measure(url: str, signer: SlackRequests, text: str, n: int, concurrency: int) -> list[float]:
-    session_per_thread: dict[int, requests.Session] = {}
+class CardClock:
+    """When each channel's first approval card arrived at the local Slack (perf_counter seconds)."""
+
+    def __init__(self) -> None:
+        self.posted: dict[str, float] = {}
+
+    def __call__(self, call: Call) -> None:
+        if call.method == "chat.postMessage" and not call.params.get("thread_ts"):
+            self.posted.setdefault(str(call.params.get("channel")), time.perf_counter())
+
+
+def measure(url: str, signer: SlackRequests, text: str, n: int, concurrency: int,
+            cards: CardClock | None = None) -> tuple[list[float], list[float]]:
+    """(ack latencies, card latencies) in ms; card latencies only when `cards` is given."""
+    local = threading.local()
+    sent: dict[str, float] = {}
 
     def one(i: int) -> float:
-        import threading
-
-        s = session_per_thread.setdefault(threading.get_ident(), requests.Session())
-        body, headers = signer.slash(text, user_id="U0OPERATOR", channel_id="C0BENCH")
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        channel = f"C{uuid.uuid4().hex[:10].upper()}"  # one channel per request: its card is its own
+        body, headers = signer.slash(text, user_id="U0OPERATOR", channel_id=channel)
         began = time.perf_counter()
-        resp = s.post(url, data=body, headers=headers, timeout=10)
+        sent[channel] = began
+        resp = local.session.post(url, data=body, headers=headers, timeout=10)
         elapsed = time.perf_counter() - began
         assert resp.status_code == 200, resp.status_code
         return elapsed * 1000
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        return list(pool.map(one, range(n)))
+        acks = list(pool.map(one, range(n)))
+    if cards is None:
+        return acks, []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(ch in cards.posted for ch in sent):
+        time.sleep(0.05)
+    return acks, [(cards.posted[ch] - t) * 1000 for ch, t in sent.items() if ch in cards.posted]
 
 
 def main() -> int:
@@ -73,7 +96,9 @@ def main() -> int:
     args = parser.parse_args()
     n = 20 if args.quick else args.requests
 
-    with tempfile.TemporaryDirectory() as tmp, KubeEmulator() as kube, LocalSlack(bot_token=BOT_TOKEN) as slack:
+    cards = CardClock()
+    with tempfile.TemporaryDirectory() as tmp, KubeEmulator() as kube, \
+            LocalSlack(bot_token=BOT_TOKEN, on_call=cards) as slack:
         workdir = Path(tmp)
         kube.put(node({"name": "gpu-0", "instance_type": "g5.xlarge", "gpus": 64}))
         kube.put(deployment({"name": "qwen", "model": "Qwen/Qwen3-1.7B", "image": "vllm:bench",
@@ -98,18 +123,25 @@ def main() -> int:
                         raise
                     time.sleep(0.2)
             print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-            print(f"{'target':<22}{'conc':>5}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p99/bare':>10}")
+            print(f"requests per row: {n}")
+            print(f"{'target':<30}{'conc':>5}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p99/bare':>10}")
+
+            def row(label: str, conc: int, values: list[float], base_p99: float) -> None:
+                p99 = percentile(values, 99)
+                print(f"{label:<30}{conc:>5}{statistics.median(values):>9.1f}{percentile(values, 95):>9.1f}"
+                      f"{p99:>9.1f}{p99 / base_p99:>10.2f}")
+
             for concurrency in args.concurrency:
-                measure(bare_url, signer, "status", min(n, 50), concurrency)  # warm up
-                base = measure(bare_url, signer, "status", n, concurrency)
+                measure(bare_url, signer, "status", min(n, 50), concurrency)  # warm up both
+                measure(f"{bot.url}/slack/events", signer, "status", min(n, 50), concurrency)
+                base, _ = measure(bare_url, signer, "status", n, concurrency)
                 base_p99 = percentile(base, 99)
-                print(f"{'bare Bolt ack':<22}{concurrency:>5}{statistics.median(base):>9.1f}"
-                      f"{percentile(base, 95):>9.1f}{base_p99:>9.1f}{1.0:>10.2f}")
-                for text in ("status", "scale qwen 2"):
-                    lat = measure(f"{bot.url}/slack/events", signer, text, n, concurrency)
-                    p99 = percentile(lat, 99)
-                    print(f"{'/infer ' + text:<22}{concurrency:>5}{statistics.median(lat):>9.1f}"
-                          f"{percentile(lat, 95):>9.1f}{p99:>9.1f}{p99 / base_p99:>10.2f}")
+                row("bare Bolt ack", concurrency, base, base_p99)
+                status, _ = measure(f"{bot.url}/slack/events", signer, "status", n, concurrency)
+                row("/infer status ack", concurrency, status, base_p99)
+                scale, card = measure(f"{bot.url}/slack/events", signer, "scale qwen 2", n, concurrency, cards)
+                row("/infer scale ack", concurrency, scale, base_p99)
+                row("/infer scale → card posted", concurrency, card, base_p99)
         finally:
             bare.terminate()
             bot.stop()

@@ -1,0 +1,64 @@
+"""Footprint: resident memory of an idle `infer-bot serve`, and the wall time of `infer-bot --help`.
+
+    .venv/bin/python bench/footprint.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common  # noqa: F401  (puts the repo on sys.path)
+
+from bot.local_slack import LocalSlack
+from bot.sandbox.kubeapi import KubeEmulator
+from tests.support.botproc import BOT_TOKEN, BotProcess
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    runs = 2 if args.quick else 10
+    exe = [sys.executable, "-m", "bot.cli", "--help"]
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        subprocess.run(exe, check=True, capture_output=True)
+        times.append(time.perf_counter() - began)
+    bare = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        bare.append(time.perf_counter() - began)
+    print(f"infer-bot --help: median {statistics.median(times):.2f} s over {runs} runs "
+          f"(bare interpreter start {statistics.median(bare):.2f} s; target <= 1 s)")
+
+    with tempfile.TemporaryDirectory() as tmp, KubeEmulator() as kube, LocalSlack(bot_token=BOT_TOKEN) as slack:
+        workdir = Path(tmp)
+        config = {"clusters": [{"name": "dev", "kubeconfig": str(kube.write_kubeconfig(workdir / "kc"))}]}
+        bot = BotProcess(workdir, config, slack, f"sqlite:///{workdir / 'fp.sqlite3'}").start()
+        try:
+            time.sleep(1 if args.quick else 5)  # idle: worker and heartbeat threads ticking
+            assert bot.proc is not None
+            print(f"idle infer-bot serve: {rss_mib(bot.proc.pid):.0f} MiB resident (target <= 150 MiB)")
+        finally:
+            bot.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
