@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
@@ -48,34 +49,44 @@ def _tell(client: WebClient, channel: str, user: str, text: str) -> None:
         log.warning("cannot tell %s: %s", user, exc.response.get("error"))
 
 
-def _click(body: dict[str, Any], action: dict[str, Any], deps: Deps, needed: str, verb: str) -> Any:
-    """Common checks for a decision click; returns the operation or raises ClickRefused."""
+@dataclass(frozen=True)
+class Click:
+    deps: Deps
+    user: str
+    channel: str
+    op: Any
+
+
+def _click(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, Any], context: dict[str, Any],
+           client: WebClient, verb: str) -> Click | None:
+    """Acknowledge, then the checks every decision click shares; None when refused or a repeat."""
+    ack()
+    deps: Deps = context["deps"]
+    if not deps.first_delivery(body):
+        return None
     user = body.get("user", {}).get("id", "")
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", "")
-    op = deps.store.get(_op_id(action.get("value")))
-    if op is None:
-        raise ClickRefused("that button does not name an operation I know.")
-    if op.channel_id != channel:
-        raise ClickRefused(f"operation #{op.id} belongs to another channel; decide it there.")
-    decision = deps.policy.check(user, channel, deps.config.cluster(op.cluster), needed, verb)
-    if not decision.allowed:
-        raise ClickRefused(decision.reason)
-    return op
+    try:
+        op = deps.store.get(_op_id(action.get("value")))
+        if op is None:
+            raise ClickRefused("that button does not name an operation I know.")
+        if op.channel_id != channel:
+            raise ClickRefused(f"operation #{op.id} belongs to another channel; decide it there.")
+        decision = deps.policy.check(user, channel, deps.config.cluster(op.cluster), "approver", verb)
+        if not decision.allowed:
+            raise ClickRefused(decision.reason)
+    except ClickRefused as exc:
+        _refused(deps, client, user, channel, verb, str(exc))
+        return None
+    return Click(deps, user, channel, op)
 
 
 def on_approve(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, Any],
                context: dict[str, Any], client: WebClient) -> None:
-    ack()
-    deps: Deps = context["deps"]
-    if not deps.first_delivery(body):
+    click = _click(ack, body, action, context, client, "approve")
+    if click is None:
         return
-    user = body.get("user", {}).get("id", "")
-    channel = (body.get("channel") or {}).get("id", "")
-    try:
-        op = _click(body, action, deps, "approver", "approve")
-    except ClickRefused as exc:
-        _refused(deps, client, user, channel, "approve", str(exc))
-        return
+    deps, user, op = click.deps, click.user, click.op
     result = deps.store.approve(op.id, user)
     outcome = result.outcome.value
     ACTIONS.labels(action="approve", outcome=outcome).inc()
@@ -86,31 +97,26 @@ def on_approve(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, 
         deps.wake_worker()
         return
     current = result.operation or op
-    _tell(client, channel, user, OUTCOME_TEXT[outcome].format(
+    _tell(client, click.channel, user, OUTCOME_TEXT[outcome].format(
         id=op.id, more=max(0, op.approvals_needed - result.approvals),
         status=str(current.status).replace("_", " ")))
 
 
 def on_reject(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, Any],
               context: dict[str, Any], client: WebClient) -> None:
-    ack()
-    deps: Deps = context["deps"]
-    if not deps.first_delivery(body):
+    click = _click(ack, body, action, context, client, "reject")
+    if click is None:
         return
-    user = body.get("user", {}).get("id", "")
-    channel = (body.get("channel") or {}).get("id", "")
-    try:
-        op = _click(body, action, deps, "approver", "reject")
-        if op.status != "pending_approval":
-            raise ClickRefused(f"#{op.id} is already {op.status.replace('_', ' ')}; nothing changed.")
-    except ClickRefused as exc:
-        _refused(deps, client, user, channel, "reject", str(exc))
+    op = click.op
+    if op.status != "pending_approval":
+        _refused(click.deps, client, click.user, click.channel, "reject",
+                 f"#{op.id} is already {op.status.replace('_', ' ')}; nothing changed.")
         return
     try:
         client.views_open(trigger_id=body.get("trigger_id", ""), view=blocks.reject_modal(op))
     except SlackApiError as exc:
-        _tell(client, channel, user, f"I could not open the reason form ({exc.response.get('error')}); "
-                                     "click Reject again.")
+        _tell(client, click.channel, click.user, f"I could not open the reason form "
+                                                 f"({exc.response.get('error')}); click Reject again.")
 
 
 def on_reject_submit(ack: Callable[..., Any], body: dict[str, Any], view: dict[str, Any],
