@@ -69,3 +69,19 @@ def test_every_approved_operation_is_claimed_by_exactly_one_replica(make_bot, sl
     for name in names:
         dep = kube.get("apps/v1", "Deployment", "default", name)
         assert dep["spec"]["replicas"] == 2
+
+
+def test_a_queued_operation_starts_exactly_once_when_the_lock_frees(make_bot, slack, kube, database_url):
+    replicas = [make_bot(database_url=database_url, cluster={"approvals": 0, "rollout_timeout_seconds": 3})
+                for _ in range(3)]
+    db = Database(database_url)
+    replicas[0].slash("scale qwen 5", user=OPERATOR)  # 3 GPUs: holds the Deployment's lock ~3 s, then fails
+    wait_until(lambda: db.rows("SELECT status FROM operations WHERE id = 1") == [{"status": "running"}],
+               what="first running")
+    replicas[1].slash("scale qwen 2", user=OPERATOR)
+    wait_until(lambda: [r["status"] for r in db.rows("SELECT status FROM operations ORDER BY id")]
+               == ["failed", "succeeded"], timeout=60, what="both finished")
+    second = Counter(r["action"] for r in db.audit(2))
+    assert second["queued"] == 1 and second["dequeued"] == 1 and second["started"] == 1
+    assert db.rows("SELECT count(*) AS n FROM locks")[0]["n"] == 0
+    assert kube.get("apps/v1", "Deployment", "default", "qwen")["spec"]["replicas"] == 2
