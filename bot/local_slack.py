@@ -196,6 +196,8 @@ class _Reply:
     headers: dict[str, str] = field(default_factory=dict)
     # Upload URLs answer plain text like Slack's file servers; everything else is JSON.
     raw: bytes | None = None
+    # Act on the call, then close the connection without answering (a lost response).
+    drop: bool = False
 
     def encoded(self) -> tuple[bytes, str]:
         if self.raw is not None:
@@ -518,6 +520,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
         reply = self.server.slack._dispatch(self.path, dict(self.headers.items()), raw)
+        if reply.drop:
+            self.close_connection = True
+            return
         payload, content_type = reply.encoded()
         self.send_response(reply.status)
         self.send_header("Content-Type", content_type)
@@ -590,6 +595,7 @@ class LocalSlack:
         self._response_targets: dict[str, _ResponseTarget] = {}
         self._triggers: dict[str, _Trigger] = {}
         self._faults: dict[str, deque[_Fault]] = {}
+        self._drops: dict[str, int] = {}
         self._channel_rate: float | None = None
         self._channel_burst = 1.0
         self._buckets: dict[str, _Bucket] = {}
@@ -765,6 +771,12 @@ class LocalSlack:
         """Answer the next ``times`` calls to ``method`` with HTTP 429 and ``Retry-After``."""
         self._inject(method, times, _Fault(status=429, retry_after=retry_after))
 
+    def drop_response(self, method: str, times: int = 1) -> None:
+        """The next ``times`` calls to ``method`` take effect, but their answer is lost on the way back
+        (the connection closes): the case where a retry would act twice."""
+        with self._lock:
+            self._drops[method] = self._drops.get(method, 0) + times
+
     def fail(self, method: str, times: int, status: int = 500) -> None:
         """Answer the next ``times`` calls to ``method`` with HTTP ``status``."""
         if status < 400:
@@ -875,7 +887,11 @@ class LocalSlack:
                 retry_after = self._take_channel_token(str(params.get("channel") or ""))
                 if retry_after is not None:
                     return _Reply(429, _error("ratelimited"), {"Retry-After": str(retry_after)})
-            return _Reply(200, handler(params))
+            reply = _Reply(200, handler(params))
+            if self._drops.get(method, 0) > 0:
+                self._drops[method] -= 1
+                reply.drop = True
+            return reply
 
     def _auth_error(self, params: JSONDict, headers: Mapping[str, str], expected: str) -> str | None:
         token = params.get("token")

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, create_engine, delete, event, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
+from bot import locks
 from bot.models import Approval, AuditEntry, Delivery, Lock, Operation, utcnow
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,9 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Reads (health checks, listings) must not queue behind writers for the write lock.
+            read_only = conn.get_execution_options().get("infer_bot_read", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -94,21 +98,28 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._readers = sessionmaker(engine.execution_options(infer_bot_read=True), expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
             yield session
 
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction that only reads (on SQLite it does not take the write lock)."""
+        with self._readers.begin() as session:
+            yield session
+
     # ---- audit -------------------------------------------------------------------------------
 
     @staticmethod
     def _audit(session: Session, actor: str, action: str, outcome: str = "ok", *,
-               operation: Operation | None = None, cluster: str | None = None,
+               operation: Operation | None = None, operation_id: int | None = None, cluster: str | None = None,
                channel_id: str | None = None, detail: str = "") -> None:
         session.add(AuditEntry(
-            actor=actor, action=action, outcome=outcome,
-            operation_id=operation.id if operation else None,
+            actor=actor[:100], action=action, outcome=outcome,
+            operation_id=operation.id if operation else operation_id,
             cluster=cluster or (operation.cluster if operation else None),
             channel_id=channel_id or (operation.channel_id if operation else None),
             detail=detail[:4000],
@@ -117,16 +128,16 @@ class Store:
     def audit(self, actor: str, action: str, outcome: str = "ok", *, cluster: str | None = None,
               channel_id: str | None = None, operation_id: int | None = None, detail: str = "") -> None:
         with self.session() as s:
-            s.add(AuditEntry(actor=actor, action=action, outcome=outcome, cluster=cluster,
-                             channel_id=channel_id, operation_id=operation_id, detail=detail[:4000]))
+            self._audit(s, actor, action, outcome, operation_id=operation_id, cluster=cluster,
+                        channel_id=channel_id, detail=detail)
 
     def audit_tail(self, n: int) -> list[AuditEntry]:
-        with self.session() as s:
+        with self.reading() as s:
             rows = s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(n)).all()
         return list(rows)
 
     def audit_for(self, operation_id: int) -> list[AuditEntry]:
-        with self.session() as s:
+        with self.reading() as s:
             q = select(AuditEntry).where(AuditEntry.operation_id == operation_id).order_by(AuditEntry.id)
             return list(s.scalars(q).all())
 
@@ -141,29 +152,45 @@ class Store:
             return False
         return True
 
+    def prune_deliveries(self, older_than: timedelta) -> int:
+        """Slack retries within minutes; keys older than that only take space."""
+        with self.session() as s:
+            return s.execute(delete(Delivery).where(Delivery.at < utcnow() - older_than)).rowcount or 0
+
     # ---- creating and reading operations -------------------------------------------------------
 
     def create_operation(self, *, kind: str, cluster: str, namespace: str, target: str,
                          params: dict[str, Any], plan: dict[str, Any], requested_by: str,
                          channel_id: str, approvals_needed: int, ttl: timedelta,
                          lock_key: str | None = None) -> Operation:
+        """A new operation, always `pending_approval`: nothing can run it before its card exists.
+
+        With no approval needed, the caller posts the card and then calls `approve_by_policy`.
+        """
         now = utcnow()
-        status = PENDING if approvals_needed > 0 else APPROVED
         with self.session() as s:
             op = Operation(kind=kind, cluster=cluster, namespace=namespace, target=target, params=params,
-                           plan=plan, status=status, requested_by=requested_by, channel_id=channel_id,
+                           plan=plan, status=PENDING, requested_by=requested_by, channel_id=channel_id,
                            approvals_needed=approvals_needed, created_at=now, updated_at=now,
                            expires_at=now + ttl, lock_key=lock_key)
             s.add(op)
             s.flush()
             self._audit(s, requested_by, f"{kind}.requested", operation=op,
-                        detail=f"{target}: {plan.get('summary', '')}")
-            if status == APPROVED:
-                self._audit(s, "policy", "approved", operation=op, detail="no approval needed here")
+                        detail=f"{target}: {plan.get('change', '')}")
         return op
 
-    def get(self, op_id: int) -> Operation | None:
+    def approve_by_policy(self, op_id: int) -> Operation | None:
+        """pending → approved for an operation that needs no approval; None if it is not such a one."""
         with self.session() as s:
+            op = s.get(Operation, op_id)
+            if op is None or op.approvals_needed > 0:
+                return None
+            ok = self._transition(s, op, PENDING, APPROVED, actor="policy", action="approved",
+                                  detail="no approval needed here", decided_at=utcnow())
+            return op if ok else None
+
+    def get(self, op_id: int) -> Operation | None:
+        with self.reading() as s:
             return s.get(Operation, op_id)
 
     def set_card(self, op_id: int, ts: str) -> None:
@@ -171,19 +198,19 @@ class Store:
             s.execute(update(Operation).where(Operation.id == op_id).values(card_ts=ts))
 
     def approvers(self, op_id: int) -> list[str]:
-        with self.session() as s:
+        with self.reading() as s:
             q = select(Approval.user_id).where(Approval.operation_id == op_id).order_by(Approval.id)
             return list(s.scalars(q).all())
 
     def list_operations(self, statuses: Sequence[str] | None = None, limit: int = 20) -> list[Operation]:
-        with self.session() as s:
+        with self.reading() as s:
             q = select(Operation).order_by(Operation.id.desc()).limit(limit)
             if statuses:
                 q = q.where(Operation.status.in_(statuses))
             return list(s.scalars(q).all())
 
     def count_by_status(self) -> dict[str, int]:
-        with self.session() as s:
+        with self.reading() as s:
             rows = s.execute(select(Operation.status, func.count()).group_by(Operation.status)).all()
         return {status: count for status, count in rows}
 
@@ -253,58 +280,74 @@ class Store:
         res = s.execute(q.values(status=new, **values).execution_options(synchronize_session=False))
         if res.rowcount != 1:
             return False
-        op.status = new
+        # Mirror the new values on the loaded row without marking it dirty: the conditional
+        # UPDATE above is the only write this transition makes.
+        set_committed_value(op, "status", new)
         for key, value in values.items():
-            setattr(op, key, value)
+            set_committed_value(op, key, value)
         self._audit(s, actor, action, outcome, operation=op, detail=detail)
         return True
 
     # ---- the worker's side ---------------------------------------------------------------------
 
-    def claim(self, worker_id: str, lease: timedelta) -> tuple[Operation | None, Operation | None]:
-        """Claim the oldest approved operation.
+    def claim(self, worker_id: str, lease: timedelta,
+              kinds: Collection[str]) -> tuple[Operation | None, Operation | None]:
+        """Claim the oldest approved operation of a kind this worker can run.
 
         Returns (claimed, queued): at most one is set. An operation whose lock is held by another
         operation is moved to `queued` (and returned as such) instead of running.
         """
         with self.session() as s:
-            candidates = s.scalars(select(Operation).where(Operation.status == APPROVED)
+            self._dequeue_orphans(s, worker_id)
+            candidates = s.scalars(select(Operation).where(Operation.status == APPROVED,
+                                                           Operation.kind.in_(list(kinds)))
                                    .order_by(Operation.id).limit(5)).all()
             for op in candidates:
-                if op.lock_key:
-                    holder = self._try_lock(s, op.lock_key, op.id)
-                    if holder is not None and holder != op.id:
-                        if self._transition(s, op, APPROVED, QUEUED, actor=worker_id, action="queued",
-                                            result=f"queued behind #{holder}", detail=f"behind #{holder}"):
-                            return None, op
-                        continue
+                # A savepoint per candidate: if we do not end up starting it, the lock row we may
+                # have inserted goes away with the savepoint (never a delete of someone's lock).
+                attempt = s.begin_nested()
+                holder = locks.try_lock(s, op.lock_key, op.id) if op.lock_key else op.id
+                if holder is None:
+                    attempt.rollback()
+                    continue
+                if holder != op.id:
+                    if self._transition(s, op, APPROVED, QUEUED, actor=worker_id, action="queued",
+                                        result=f"queued behind #{holder}", detail=f"behind #{holder}"):
+                        attempt.commit()
+                        return None, op
+                    attempt.rollback()
+                    continue
                 now = utcnow()
                 if self._transition(s, op, APPROVED, RUNNING, actor=worker_id, action="started",
                                     worker_id=worker_id, started_at=now, lease_until=now + lease):
+                    attempt.commit()
                     return op, None
-                if op.lock_key:  # somebody else claimed it between our read and write
-                    s.execute(delete(Lock).where(Lock.key == op.lock_key, Lock.operation_id == op.id))
+                attempt.rollback()  # another replica claimed it between our read and our update
         return None, None
 
-    @staticmethod
-    def _try_lock(s: Session, key: str, op_id: int) -> int | None:
-        """Take `key` for op_id; returns the holder's operation id (op_id itself when taken)."""
-        try:
-            with s.begin_nested():
-                s.add(Lock(key=key, operation_id=op_id))
-        except IntegrityError:
-            return s.scalar(select(Lock.operation_id).where(Lock.key == key))
-        return op_id
+    def _dequeue_orphans(self, s: Session, actor: str) -> None:
+        """Queued operations whose lock is free go back to approved.
 
-    def renew(self, op_ids: Sequence[int], worker_id: str, lease: timedelta) -> None:
+        The holder releases and dequeues in its own transaction; one that was queued concurrently
+        (committed just after that) would otherwise wait forever.
+        """
+        free = ~exists().where(Lock.key == Operation.lock_key)
+        for op in s.scalars(select(Operation).where(Operation.status == QUEUED, free)).all():
+            self._transition(s, op, QUEUED, APPROVED, actor=actor, action="dequeued", detail="its lock is free",
+                             result=None)
+
+    def renew(self, op_ids: Sequence[int], worker_id: str, lease: timedelta) -> set[int]:
+        """Extend this worker's leases; returns the ids still ours (a missing one was taken away)."""
         if not op_ids:
-            return
+            return set()
         with self.session() as s:
-            s.execute(update(Operation)
-                      .where(Operation.id.in_(op_ids), Operation.worker_id == worker_id,
-                             Operation.status == RUNNING)
-                      .values(lease_until=utcnow() + lease)
-                      .execution_options(synchronize_session=False))
+            renewed = s.scalars(update(Operation)
+                                .where(Operation.id.in_(op_ids), Operation.worker_id == worker_id,
+                                       Operation.status == RUNNING)
+                                .values(lease_until=utcnow() + lease)
+                                .returning(Operation.id)
+                                .execution_options(synchronize_session=False)).all()
+        return set(renewed)
 
     def finish(self, op: Operation, worker_id: str, status: str, result: str) -> bool:
         with self.session() as s:
@@ -316,13 +359,17 @@ class Store:
                 self._release(s, op)
         return ok
 
-    def interrupt_abandoned(self, actor: str) -> list[Operation]:
-        """Mark `running` operations whose lease ran out (their process died) as interrupted."""
+    def interrupt_abandoned(self, actor: str, own: Collection[int] = ()) -> list[Operation]:
+        """Mark `running` operations whose lease ran out (their process died) as interrupted.
+
+        `own` are the operations this process is running: a late heartbeat of our own is not death.
+        Leases compare clocks of different hosts, so replicas need synchronised clocks (NTP, as on EKS).
+        """
         now = utcnow()
         found: list[Operation] = []
         with self.session() as s:
-            stale = s.scalars(select(Operation).where(Operation.status == RUNNING,
-                                                      Operation.lease_until < now)).all()
+            stale = s.scalars(select(Operation).where(Operation.status == RUNNING, Operation.lease_until < now,
+                                                      Operation.id.not_in(list(own)))).all()
             for op in stale:
                 previous = op.worker_id
                 if self._transition(s, op, RUNNING, INTERRUPTED, actor=actor, action="interrupted",
@@ -335,10 +382,10 @@ class Store:
         return found
 
     def _release(self, s: Session, op: Operation) -> None:
-        """Free op's lock and hand it to the oldest operation queued behind it."""
+        """Free op's lock and make the oldest operation queued behind it claimable again."""
         if not op.lock_key:
             return
-        s.execute(delete(Lock).where(Lock.key == op.lock_key, Lock.operation_id == op.id))
+        locks.unlock(s, op.lock_key, op.id)
         nxt = s.scalars(select(Operation).where(Operation.status == QUEUED, Operation.lock_key == op.lock_key)
                         .order_by(Operation.id).limit(1)).first()
         if nxt is not None:

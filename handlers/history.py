@@ -6,8 +6,6 @@ from handlers import blocks
 from handlers.base import Invocation
 from handlers.parse import Command
 
-OPEN_STATES = ("pending_approval", "approved", "queued", "running")
-
 
 def approvals(cmd: Command, inv: Invocation) -> None:
     inv.authorize(None, "viewer", "approvals")

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from slack_sdk.errors import SlackApiError
-
 from handlers import blocks, cards
 from handlers.base import Invocation, Refusal
+from handlers.blocks import Operation
 from handlers.parse import Command
 
 
 def request(cmd: Command, inv: Invocation) -> None:
+    propose(cmd, inv)
+
+
+def propose(cmd: Command, inv: Invocation) -> Operation | None:
+    """Create the scale operation and post its approval card; None when there is nothing to change.
+
+    Shared by the typed command and the digest's Apply button, so both take the same path.
+    """
     cluster = inv.cluster_for(cmd)
     inv.authorize(cluster, "operator", "scale")
     name, replicas = cmd.args[0], int(cmd.args[1])
@@ -21,7 +28,7 @@ def request(cmd: Command, inv: Invocation) -> None:
     if current.replicas == replicas:
         inv.reply(blocks.note(f"`deployment/{name}` on `{cluster.name}` already has {replicas} replicas "
                               f"({current.ready} ready); nothing to do.", sandbox=inv.sandbox))
-        return
+        return None
     deps = inv.deps
     op = deps.store.create_operation(
         kind="scale", cluster=cluster.name, namespace=namespace, target=name,
@@ -36,12 +43,7 @@ def request(cmd: Command, inv: Invocation) -> None:
         lock_key=f"deployment:{cluster.name}/{namespace}/{name}",
     )
     try:
-        cards.post_card(inv.client, deps.store, op, sandbox=inv.sandbox)
-    except SlackApiError as exc:
-        deps.store.reject(op.id, "infer-bot", "the approval card could not be posted")
-        error = exc.response.get("error", "error")
-        hint = " Invite the bot to this channel first (`/invite @infer-bot`)." if error == "not_in_channel" else ""
-        raise Refusal(f"I could not post the approval card here ({error}); nothing was changed.{hint}",
-                      cluster=cluster.name) from None
-    if op.status == "approved":
-        deps.wake_worker()
+        cards.publish(inv.client, deps.store, op, sandbox=inv.sandbox, wake=deps.wake_worker)
+    except cards.CardNotPosted as exc:
+        raise Refusal(exc.message, cluster=cluster.name) from None
+    return op

@@ -4,6 +4,7 @@
 class OpsError(Exception):
     """A failure with a message a user can act on (what went wrong and what to do)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.status = status  # the HTTP status of the API answer behind it, when there was one

@@ -7,6 +7,7 @@ what we reason about is exactly what the API server sent, independent of client 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -86,7 +87,8 @@ def _api_error(cluster: str, exc: ApiException, what: str) -> OpsError:
         message = json.loads(exc.body or "{}").get("message") or exc.reason
     except (ValueError, AttributeError):
         message = exc.reason
-    return OpsError(f"Kubernetes API of cluster `{cluster}` refused to {what}: {exc.status} {message}")
+    return OpsError(f"Kubernetes API of cluster `{cluster}` refused to {what}: {exc.status} {message}",
+                    status=exc.status)
 
 
 class KubeCluster:
@@ -103,8 +105,14 @@ class KubeCluster:
     def api_client(self) -> k8s.ApiClient:
         if self._api_client is None:
             try:
-                self._api_client = k8s_config.new_client_from_config(
-                    config_file=self._kubeconfig, context=self._context)
+                if self._kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                    # The bot runs in the cluster it manages: its ServiceAccount (the chart's RBAC).
+                    configuration = k8s.Configuration()
+                    k8s_config.load_incluster_config(client_configuration=configuration)
+                    self._api_client = k8s.ApiClient(configuration)
+                else:
+                    self._api_client = k8s_config.new_client_from_config(
+                        config_file=self._kubeconfig, context=self._context)
             except (k8s_config.ConfigException, OSError) as exc:
                 raise OpsError(f"cannot load the kubeconfig of cluster `{self.name}`: {exc}") from None
         return self._api_client
@@ -150,7 +158,7 @@ class KubeCluster:
             raw = self._raw(f"read deployment {namespace}/{name}",
                             self.apps.read_namespaced_deployment_with_http_info, name, namespace)
         except OpsError as exc:
-            if " 404 " in exc.message:
+            if exc.status == 404:
                 raise OpsError(f"no Deployment `{name}` in namespace `{namespace}` of cluster "
                                f"`{self.name}`. `/infer status cluster={self.name}` lists what runs there.") from None
             raise
@@ -191,6 +199,7 @@ class KubeCluster:
                                           f"{int(timeout)} s: {why}", current)
             # Short watch windows: between them we look at pods and events once, to say *why*
             # the rollout is stuck while it is stuck, not only when it has failed.
+            window_began = time.monotonic()
             for obj in self._watch_deployment(name, namespace, current.resource_version,
                                               window=min(remaining, 10.0)):
                 current = DeploymentInfo.from_raw(obj)
@@ -201,6 +210,8 @@ class KubeCluster:
                 if current.settled_at(replicas):
                     break
             else:
+                if time.monotonic() - window_began < 1:  # the watch failed at once: do not spin on it
+                    time.sleep(1)
                 current = self.get_deployment(name, namespace)
                 diagnosis = self.diagnose(current)
                 if diagnosis and diagnosis != last_diagnosis:

@@ -14,6 +14,7 @@ from bot.local_slack import Call, LocalSlack
 from bot.sandbox.environment import deployment, node
 from bot.sandbox.kubeapi import KubeEmulator
 from tests.support.botproc import BOT_TOKEN, BotProcess, Database
+from tests.support.postgres import PostgresServer
 
 OPERATOR, APPROVER, APPROVER2, ADMIN, VIEWER = "U0OPERATOR", "U0APPROVER", "U0APPROVER2", "U0ADMIN", "U0VIEWER"
 CHANNEL = "C0OPS"
@@ -39,6 +40,14 @@ def kube() -> Iterator[KubeEmulator]:
     emu.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throw-away PostgreSQL server for the session; each test takes a fresh database from it."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def slack() -> Iterator[LocalSlack]:
     with LocalSlack(bot_token=BOT_TOKEN) as server:
@@ -50,16 +59,21 @@ def base_config(kubeconfig: Path) -> dict[str, Any]:
         "roles": {"admin": [ADMIN], "approver": [APPROVER, APPROVER2, "S0APPROVERS"], "operator": [OPERATOR]},
         "clusters": [{"name": "dev", "kubeconfig": str(kubeconfig), "namespace": "default", "approvals": 1,
                       "rollout_timeout_seconds": 20}],
-        "operations": {"poll_seconds": 0.2, "lease_seconds": 3},
+        "operations": {"poll_seconds": 0.2, "lease_seconds": 5},
     }
 
 
 @pytest.fixture
-def make_bot(tmp_path: Path, kube: KubeEmulator, slack: LocalSlack) -> Iterator[Callable[..., BotProcess]]:
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+
+
+@pytest.fixture
+def make_bot(tmp_path: Path, kube: KubeEmulator, slack: LocalSlack,
+             db_url: str) -> Iterator[Callable[..., BotProcess]]:
     """Start `infer-bot serve` processes; all share one SQLite database unless told otherwise."""
     kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
     started: list[BotProcess] = []
-    db_url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
 
     def make(config: dict[str, Any] | None = None, *, cluster: dict[str, Any] | None = None,
              database_url: str | None = None, **top: Any) -> BotProcess:
@@ -88,8 +102,9 @@ def bot(make_bot: Callable[..., BotProcess]) -> BotProcess:
 
 
 @pytest.fixture
-def db(bot: BotProcess) -> Database:
-    return Database(bot.database_url)
+def db(db_url: str) -> Database:
+    """What the bots of this test recorded (it starts none itself)."""
+    return Database(db_url)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
@@ -132,3 +147,8 @@ def text_of(call: Call) -> str:
         for e in block.get("elements", []) or []:
             parts.append(e.get("text", "") if isinstance(e.get("text"), str) else (e.get("text") or {}).get("text", ""))
     return "\n".join(parts)
+
+
+def scale_patches(kube: KubeEmulator, name: str = "qwen") -> list:
+    """PATCHes of a Deployment's scale subresource the API server received."""
+    return [r for r in kube.requests if r[0] == "PATCH" and r[1].endswith(f"/deployments/{name}/scale")]

@@ -22,7 +22,7 @@ def test_killed_bot_leaves_an_interrupted_operation_reported_in_its_thread(make_
     # A second replica on the same database, started while the first one is alive and renewing its
     # lease, must leave the operation alone: "running when I started" is not "abandoned".
     second = make_bot(cluster={"rollout_timeout_seconds": 600})
-    time.sleep(4)  # longer than the 3 s lease
+    time.sleep(7)  # longer than the 5 s lease
     assert db.operation(op_id)["status"] == "running"
 
     first.kill()

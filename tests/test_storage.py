@@ -6,22 +6,35 @@ import threading
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 
 from bot.storage import ApproveOutcome, Store, make_engine, migrate
 
 
-@pytest.fixture
-def store(tmp_path) -> Store:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path) -> Store:
+    url = (f"sqlite:///{tmp_path / 'db.sqlite3'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres").new_database())
+    engine = make_engine(url)
     migrate(engine)
-    return Store(engine)
+    yield Store(engine)
+    engine.dispose()
+
+
+KINDS = ("scale",)
+# As long as a Kubernetes pod name plus a pid: worker ids are audit actors.
+WORKER = "infer-bot-5c9d8f7b6-abcde.default.svc:123456:a1b2c3"
 
 
 def new_op(store: Store, approvals: int = 1, ttl: float = 3600, lock: str | None = "deployment:dev/default/q"):
-    return store.create_operation(kind="scale", cluster="dev", namespace="default", target="q",
-                                  params={"replicas": 2}, plan={"change": "replicas 1 → 2"}, requested_by="UREQ",
-                                  channel_id="C1", approvals_needed=approvals, ttl=timedelta(seconds=ttl),
-                                  lock_key=lock)
+    op = store.create_operation(kind="scale", cluster="dev", namespace="default", target="q",
+                                params={"replicas": 2}, plan={"change": "replicas 1 → 2"}, requested_by="UREQ",
+                                channel_id="C1", approvals_needed=approvals, ttl=timedelta(seconds=ttl),
+                                lock_key=lock)
+    assert op.status == "pending_approval"  # nothing runs before its card is posted
+    if approvals == 0:
+        assert store.approve_by_policy(op.id).status == "approved"
+    return op
 
 
 def test_migrations_are_idempotent(tmp_path):
@@ -66,31 +79,58 @@ def test_expired_operation_cannot_be_approved(store):
 def test_claim_runs_once_and_queues_behind_a_held_lock(store):
     first, second = new_op(store, approvals=0), new_op(store, approvals=0)
     lease = timedelta(seconds=30)
-    claimed, queued = store.claim("w1", lease)
+    claimed, queued = store.claim(WORKER, lease, KINDS)
     assert claimed.id == first.id and queued is None
-    claimed, queued = store.claim("w2", lease)
+    claimed, queued = store.claim("w2", lease, KINDS)
     assert claimed is None and queued.id == second.id and queued.result == f"queued behind #{first.id}"
-    assert store.claim("w2", lease) == (None, None)
-    assert store.finish(first, "w1", "succeeded", "done")
-    assert store.get(second.id).status == "approved"  # handed the lock
-    claimed, _ = store.claim("w2", lease)
+    assert store.claim("w2", lease, KINDS) == (None, None)
+    assert store.finish(first, WORKER, "succeeded", "done")
+    assert store.get(second.id).status == "approved"  # the lock is free again
+    claimed, _ = store.claim("w2", lease, KINDS)
     assert claimed.id == second.id
+
+
+def test_a_queued_operation_whose_lock_is_free_is_not_left_waiting(store):
+    holder, waiting = new_op(store, approvals=0), new_op(store, approvals=0)
+    store.claim("w1", timedelta(seconds=30), KINDS)
+    store.claim("w2", timedelta(seconds=30), KINDS)
+    assert store.get(waiting.id).status == "queued"
+    # The holder finishes in a transaction that did not yet see the queued row (another replica).
+    with store.session() as s:
+        s.execute(text("DELETE FROM locks"))
+        s.execute(text("UPDATE operations SET status = 'succeeded' WHERE id = :id"), {"id": holder.id})
+    claimed, _ = store.claim("w3", timedelta(seconds=30), KINDS)
+    assert claimed.id == waiting.id
+
+
+def test_claim_only_takes_kinds_this_worker_can_run(store):
+    new_op(store, approvals=0)
+    assert store.claim("w1", timedelta(seconds=30), ("provision",)) == (None, None)
+    claimed, _ = store.claim("w1", timedelta(seconds=30), KINDS)
+    assert claimed is not None
 
 
 def test_finish_by_a_worker_that_lost_its_lease_changes_nothing(store):
     op = new_op(store, approvals=0, lock=None)
-    claimed, _ = store.claim("w1", timedelta(seconds=-1))  # lease already over: process "died"
+    claimed, _ = store.claim("w1", timedelta(seconds=-1), KINDS)  # lease already over: process "died"
     assert [o.id for o in store.interrupt_abandoned("w2")] == [op.id]
+    assert store.renew([op.id], "w1", timedelta(seconds=30)) == set()  # w1 learns it lost it
     assert not store.finish(claimed, "w1", "succeeded", "late")
     assert store.get(op.id).status == "interrupted"
 
 
 def test_a_live_lease_is_never_interrupted(store):
     op = new_op(store, approvals=0, lock=None)
-    store.claim("w1", timedelta(seconds=30))
+    store.claim("w1", timedelta(seconds=30), KINDS)
     assert store.interrupt_abandoned("w2") == []
-    store.renew([op.id], "w1", timedelta(seconds=30))
+    assert store.renew([op.id], "w1", timedelta(seconds=30)) == {op.id}
     assert store.get(op.id).status == "running"
+
+
+def test_own_late_heartbeat_is_not_taken_for_death(store):
+    op = new_op(store, approvals=0, lock=None)
+    store.claim("w1", timedelta(seconds=-1), KINDS)
+    assert store.interrupt_abandoned("w1", own={op.id}) == []
 
 
 def test_a_slack_delivery_is_acted_on_once(store):
