@@ -291,7 +291,7 @@ class Store:
     # ---- the worker's side ---------------------------------------------------------------------
 
     def claim(self, worker_id: str, lease: timedelta,
-              kinds: Collection[str]) -> tuple[Operation | None, Operation | None]:
+              kinds: Collection[str] | None = None) -> tuple[Operation | None, Operation | None]:
         """Claim the oldest approved operation of a kind this worker can run.
 
         Returns (claimed, queued): at most one is set. An operation whose lock is held by another
@@ -299,9 +299,10 @@ class Store:
         """
         with self.session() as s:
             self._dequeue_orphans(s, worker_id)
-            candidates = s.scalars(select(Operation).where(Operation.status == APPROVED,
-                                                           Operation.kind.in_(list(kinds)))
-                                   .order_by(Operation.id).limit(5)).all()
+            query = select(Operation).where(Operation.status == APPROVED).order_by(Operation.id).limit(5)
+            if kinds is not None:
+                query = query.where(Operation.kind.in_(list(kinds)))
+            candidates = s.scalars(query).all()
             for op in candidates:
                 # A savepoint per candidate: if we do not end up starting it, the lock row we may
                 # have inserted goes away with the savepoint (never a delete of someone's lock).
