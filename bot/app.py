@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -22,10 +22,14 @@ import handlers
 from bot import logs
 from bot.clusters import Clusters
 from bot.config import Config, Settings
+from bot.digest_store import DigestStore
 from bot.policy import GroupCache, Policy
 from bot.storage import Store, make_engine, migrate
 from bot.worker import Worker
 from handlers.deps import Deps
+
+if TYPE_CHECKING:
+    from bot.scheduler import DigestScheduler
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +62,9 @@ class ListenerPool(ThreadPoolExecutor):
 
 def make_client(settings: Settings) -> WebClient:
     client = WebClient(token=settings.slack_bot_token or None, base_url=settings.slack_api_url, timeout=15)
-    # 429s are safe to retry (nothing was posted); connection errors are not (a post may have landed).
-    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
+    # 429s are safe to retry (nothing was posted). Connection errors are not: a post whose answer
+    # was lost may have landed, so slack_sdk's default ConnectionErrorRetryHandler is dropped.
+    client.retry_handlers = [RateLimitErrorRetryHandler(max_retry_count=3)]
     return client
 
 
@@ -74,8 +79,27 @@ class Runtime:
     app: App
     worker: Worker
     listeners: ListenerPool
+    deps: Deps | None = None
+    digests: DigestStore | None = None
+    scheduler: DigestScheduler | None = None  # started by `serve` only
+
+    def start_scheduler(self) -> DigestScheduler:
+        """Scheduled digests (config `digests:` and channel subscriptions) in this process."""
+        from bot.scheduler import DigestScheduler
+        from handlers.digest import post_digest
+
+        assert self.deps is not None and self.digests is not None
+        deps, client = self.deps, self.client
+        self.scheduler = DigestScheduler(
+            self.config, self.digests,
+            lambda channel, clusters, post_id: post_digest(client, deps, channel, clusters, post_id))
+        self.digests.on_change = self.scheduler.sync  # a subscribe here takes effect at once
+        self.scheduler.start()
+        return self.scheduler
 
     def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self.worker.stop()
         self.store.engine.dispose()
 
@@ -90,14 +114,16 @@ def build_runtime(config: Config, settings: Settings, *, client: WebClient | Non
         return list(client.usergroups_users_list(usergroup=group).get("users", []))
 
     policy = Policy(config, GroupCache(group_members))
-    clusters = Clusters(config)
+    clusters = Clusters(config, store)  # the store: clusters the bot provisioned
     worker = Worker(store, config, clusters, client)
+    digests = DigestStore(store)
     deps = Deps(config=config, store=store, policy=policy, clusters=clusters,
                 approval_ttl=timedelta(hours=config.operations.approval_timeout_hours),
-                wake_worker=worker.wake, command=config.slack.command)
+                wake_worker=worker.wake, command=config.slack.command, digests=digests)
     listeners = ListenerPool(max_workers=32)
     app = build_app(settings, client, deps, listeners)
-    return Runtime(config, settings, store, policy, clusters, client, app, worker, listeners)
+    return Runtime(config, settings, store, policy, clusters, client, app, worker, listeners, deps=deps,
+                   digests=digests)
 
 
 def build_app(settings: Settings, client: WebClient, deps: Deps, listeners: ThreadPoolExecutor) -> App:

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,24 +20,67 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
+from bot import infra
 from bot.clusters import Clusters
 from bot.config import Config
 from bot.logs import operation_context
 from bot.models import Operation
 from bot.storage import FAILED, SUCCEEDED, Store
-from handlers import cards
+from handlers import blocks, cards
 from ops.errors import OpsError
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
+class Progress:
+    """An operation's voice in its card's thread, handed to its executor.
+
+    Calling it posts a line. `edit` keeps one message up to date instead (posted on first use, then
+    chat.update), for progress that changes every few seconds and must not flood the thread.
+    Executors that post more than lines (a follow-up card, a file) use `client` and `store`.
+    """
+
+    def __init__(self, client: WebClient, store: Store, op: Operation, *, sandbox: bool) -> None:
+        self.client = client
+        self.store = store
+        # Re-read: the card may have been posted after the operation was claimed.
+        self.op = store.get(op.id) or op
+        self.sandbox = sandbox
+        self._edited_ts: str | None = None
+
+    #: Set by the worker when this process lost the operation's lease: stop before the next step.
+    lost = False
+
+    def __call__(self, text: str) -> None:
+        self._check()
+        # Progress carries text from Kubernetes and Terraform: never let it mention anyone.
+        cards.post_in_thread(self.client, self.op, blocks.escape(text))
+
+    def _check(self) -> None:
+        if self.lost:
+            raise OpsError("this bot process lost the operation's lease (another replica declared it "
+                           "interrupted); stopped before doing more")
+
+    def edit(self, text: str) -> None:
+        self._check()
+        text = blocks.escape(text)
+        try:
+            if self._edited_ts is None:
+                resp = self.client.chat_postMessage(channel=self.op.channel_id, thread_ts=self.op.card_ts, text=text)
+                self._edited_ts = str(resp["ts"])
+            else:
+                self.client.chat_update(channel=self.op.channel_id, ts=self._edited_ts, text=text)
+        except SlackApiError as exc:  # progress is best effort; the result is posted on its own
+            log.warning("cannot show progress of operation %s: %s", self.op.id, exc.response.get("error"))
 
 
 @dataclass(frozen=True)
 class Outcome:
     ok: bool
     message: str
+    # Recorded (operation row, audit) but not posted: a routine check that found nothing to say.
+    quiet: bool = False
 
 
 Executor = Callable[[Operation, Config, Clusters, Progress], Outcome]
@@ -51,7 +95,15 @@ def run_scale(op: Operation, config: Config, clusters: Clusters, progress: Progr
     return Outcome(result.ok, result.message)
 
 
-EXECUTORS: dict[str, Executor] = {"scale": run_scale}
+EXECUTORS: dict[str, Executor] = {
+    "scale": run_scale,
+    # Terraform (bot/infra.py): plans run as operations of their own, so that a run waits for the
+    # workspace's lock like an apply does; provision/destroy apply the plan their card showed.
+    "plan": infra.run_plan,
+    "drift": infra.run_plan,
+    "provision": infra.run_apply,
+    "destroy": infra.run_apply,
+}
 
 
 class Worker:
@@ -70,6 +122,9 @@ class Worker:
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="op")
         self._slots = threading.Semaphore(max_parallel)
         self._running: set[int] = set()
+        self._progress: dict[int, Progress] = {}
+        self._draining = threading.Event()
+        self._pruned = time.monotonic()
         self._running_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
@@ -88,6 +143,17 @@ class Worker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def drain(self, grace: float) -> None:
+        """Stop claiming and give running operations up to `grace` seconds to finish.
+
+        Leases keep being renewed meanwhile; what is still running after the grace is left to
+        lease expiry, and another replica reports it interrupted.
+        """
+        self._draining.set()
+        deadline = time.monotonic() + grace
+        while self.busy and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     @property
     def busy(self) -> bool:
@@ -110,45 +176,64 @@ class Worker:
         for op in self.store.expire_due():
             cards.refresh_card(self.client, self.store, op.id, sandbox=self.config.sandbox)
             cards.post_in_thread(self.client, op, "Expired without enough approvals; nothing was changed.")
-        for op in self.store.interrupt_abandoned(self.id):
+        if time.monotonic() - self._pruned > 3600:
+            self._pruned = time.monotonic()
+            self.store.prune_deliveries(timedelta(days=1))
+        with self._running_lock:
+            own = set(self._running)
+        for op in self.store.interrupt_abandoned(self.id, own=own):
             cards.refresh_card(self.client, self.store, op.id, sandbox=self.config.sandbox)
             cards.post_in_thread(self.client, op, ":warning: Interrupted: the bot process running this "
                                  "stopped before it finished. It was not re-run; check the object's "
                                  "state and ask again if needed.")
-        while self._slots.acquire(blocking=False):
-            claimed, queued = self.store.claim(self.id, self.lease)
-            if queued is not None:
-                self._slots.release()
-                cards.refresh_card(self.client, self.store, queued.id, sandbox=self.config.sandbox)
-                cards.post_in_thread(self.client, queued, f":clock3: Queued: {queued.result}.")
-                continue
-            if claimed is None:
-                self._slots.release()
-                return
-            with self._running_lock:
-                self._running.add(claimed.id)
-            self._pool.submit(self._run, claimed)
+        while not self._draining.is_set() and self._slots.acquire(blocking=False):
+            submitted = False
+            try:
+                claimed, queued = self.store.claim(self.id, self.lease, EXECUTORS.keys())
+                if queued is not None:
+                    cards.refresh_card(self.client, self.store, queued.id, sandbox=self.config.sandbox)
+                    cards.post_in_thread(self.client, queued, f":clock3: Queued: {queued.result}.")
+                    continue
+                if claimed is None:
+                    return
+                with self._running_lock:
+                    self._running.add(claimed.id)
+                self._pool.submit(self._run, claimed)
+                submitted = True
+            finally:
+                if not submitted:  # a failed claim must not use up the slot for good
+                    self._slots.release()
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.lease.total_seconds() / 3):
             with self._running_lock:
                 ids = list(self._running)
             try:
-                self.store.renew(ids, self.id, self.lease)
+                renewed = self.store.renew(ids, self.id, self.lease)
             except Exception:
                 log.exception("lease renewal failed")
+                continue
+            for op_id in set(ids) - renewed:
+                log.error("lost the lease of operation %s; stopping it", op_id)
+                with self._running_lock:
+                    progress = self._progress.get(op_id)
+                if progress is not None:
+                    progress.lost = True
 
     def _run(self, op: Operation) -> None:
         with operation_context(op.id, op.requested_by):
-            self._run_in_context(op)
+            try:
+                self._run_in_context(op)
+            except Exception:  # the pool would keep it in a future nobody reads
+                log.exception("operation %s: the worker failed around it", op.id)
 
     def _run_in_context(self, op: Operation) -> None:
         try:
             cards.refresh_card(self.client, self.store, op.id, sandbox=self.config.sandbox)
-
-            def progress(text: str) -> None:
-                cards.post_in_thread(self.client, op, text)
-
+            progress = Progress(self.client, self.store, op, sandbox=self.config.sandbox)
+            with self._running_lock:
+                self._progress[op.id] = progress
+            op = progress.op
             executor = EXECUTORS.get(op.kind)
             try:
                 if executor is None:
@@ -162,14 +247,16 @@ class Worker:
                 log.exception("operation %s failed (ref %s)", op.id, ref)
                 outcome = Outcome(False, f"internal error (ref {ref}); the bot's logs have the details")
             status = SUCCEEDED if outcome.ok else FAILED
-            if self.store.finish(op, self.id, status, outcome.message):
+            if not self.store.finish(op, self.id, status, outcome.message):
+                log.warning("operation %s was taken from this worker (lease lost) before it finished", op.id)
+            elif not outcome.quiet:
                 icon = ":large_green_circle:" if outcome.ok else ":red_circle:"
                 cards.refresh_card(self.client, self.store, op.id, sandbox=self.config.sandbox)
-                cards.post_in_thread(self.client, op, f"{icon} {status.capitalize()}: {outcome.message}")
-            else:
-                log.warning("operation %s was taken from this worker (lease lost) before it finished", op.id)
+                cards.post_in_thread(self.client, op, f"{icon} {status.capitalize()}: "
+                                                      f"{blocks.escape(outcome.message)}")
         finally:
             with self._running_lock:
                 self._running.discard(op.id)
+                self._progress.pop(op.id, None)
             self._slots.release()
             self._wake.set()  # a lock may have been freed: queued work can start now

@@ -26,6 +26,7 @@ OUTCOME_TEXT = {
     "self": "You asked for #{id}, so someone else has to approve it.",
     "not_pending": "#{id} is already {status}; nothing changed.",
     "expired": "#{id} expired before it was approved; nothing changed. Run the command again.",
+    "not_found": "that button does not name an operation I know.",
 }
 
 
@@ -87,14 +88,22 @@ def on_approve(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, 
     if click is None:
         return
     deps, user, op = click.deps, click.user, click.op
+    refusal = deps.policy.approval_refusal(user, op.kind, deps.store.approvers(op.id))
+    if refusal:
+        _refused(deps, client, user, click.channel, "approve", refusal)
+        return
     result = deps.store.approve(op.id, user)
     outcome = result.outcome.value
     ACTIONS.labels(action="approve", outcome=outcome).inc()
+    if outcome == "approved":
+        # Thread line first, then the worker: its progress must read after "Starting".
+        cards.post_in_thread(client, op, f"Approved by <@{user}>. Starting.")
+        deps.wake_worker()
+    elif outcome == "expired":
+        cards.post_in_thread(client, op, "Expired without enough approvals; nothing was changed.")
     if outcome in ("approved", "recorded", "expired"):
         cards.refresh_card(client, deps.store, op.id, sandbox=deps.config.sandbox)
     if outcome == "approved":
-        cards.post_in_thread(client, op, f"Approved by <@{user}>. Starting.")
-        deps.wake_worker()
         return
     current = result.operation or op
     _tell(client, click.channel, user, OUTCOME_TEXT[outcome].format(
