@@ -1,0 +1,318 @@
+"""Terraform operations: the plan behind `provision`/`destroy`/`drift`, the apply of an approved
+plan, the registration of what was provisioned, and the scheduled drift check.
+
+A command creates a `plan` (or `drift`) operation. It needs no approval (plans change nothing) but
+holds the workspace's lock (`terraform:<cluster>`) while it runs, so it waits behind a running
+apply instead of tripping over Terraform's state lock. A plan with changes creates the
+`provision`/`destroy` operation whose card shows it; approving that applies exactly the saved plan
+file, under the same lock. Two plans may wait for approval at once: whichever is applied first makes
+the other stale, and it is refused (our inputs check, or Terraform's own stale-plan check).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from slack_sdk.errors import SlackApiError
+
+from bot import infra_store
+from bot.clusters import Clusters
+from bot.config import ClusterConfig, Config, Settings
+from bot.models import Operation, utcnow
+from bot.models_infra import DESTROYED, FAILED, PROVISIONED
+from bot.policy import Policy
+from bot.storage import Store
+from handlers import cards, infra_blocks
+from handlers.provision import lock_key
+from ops import aws
+from ops.errors import OpsError
+from ops.terraform import (
+    ApplyTracker,
+    Output,
+    SavedPlan,
+    StalePlan,
+    Terraform,
+    TerraformError,
+    Workspace,
+    declared_variables,
+    workspace_exists,
+)
+
+if TYPE_CHECKING:
+    from bot.worker import Outcome, Progress
+
+log = logging.getLogger(__name__)
+
+_CONFIGURE_KUBECTL = re.compile(r"--(name|region)[ =](\S+)")
+
+
+def _outcome(ok: bool, message: str, *, quiet: bool = False) -> Outcome:
+    from bot.worker import Outcome  # the worker imports this module's executors
+
+    return Outcome(ok, message, quiet)
+
+
+def _workspace(config: Config, cluster: str) -> Workspace:
+    tf = config.terraform
+    if not tf.root:
+        raise OpsError("Terraform is not set up: set `terraform.root` (the root module) in the bot's config.")
+    workdir = Path(tf.workdir).resolve()
+    binary = Terraform(Settings().terraform_bin, timeout=tf.timeout_minutes * 60,
+                       plugin_cache=workdir / ".plugin-cache")
+    return Workspace(binary, Path(tf.root).resolve(), workdir, cluster)
+
+
+def desired_vars(config: Config, store: Store, cluster: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """What a provision plans with: config defaults, then what earlier commands gave, then this one's."""
+    tf = config.terraform
+    registered = infra_store.registration(store, cluster)
+    values = dict(tf.vars) | (dict(registered.vars) if registered else {}) | dict(given)
+    if tf.name_var:
+        values[tf.name_var] = cluster
+    return values
+
+
+def _record(store: Store, op: Operation, action: str, outcome: str, headline: str, started: float) -> None:
+    infra_store.record_run(store, cluster=op.cluster, operation_id=op.id, action=action, outcome=outcome,
+                           headline=headline, started_at=utcnow() - timedelta(seconds=time.monotonic() - started),
+                           seconds=round(time.monotonic() - started, 3))
+
+
+def _diagnostics(progress: Progress, exc: TerraformError) -> None:
+    """terraform's own error messages in the thread: the outcome line carries only the first summary."""
+    if exc.diagnostics:
+        progress(infra_blocks.diagnostics_text(exc.diagnostics))
+
+
+# ---- plan ----------------------------------------------------------------------------------------
+
+
+def run_plan(op: Operation, config: Config, clusters: Clusters, progress: Progress) -> Outcome:
+    """Executor of `plan` (for provision and destroy) and `drift` operations."""
+    verb = str(op.params.get("verb") or ("drift" if op.kind == "drift" else "provision"))
+    store = progress.store
+    ws = _workspace(config, op.cluster)
+    max_age = timedelta(minutes=config.terraform.plan_max_age_minutes)
+    if ws.path.is_dir():
+        ws.prune(older_than=max_age * 2)
+    action = {"provision": "plan", "destroy": "destroy-plan", "drift": "drift"}[verb]
+    started = time.monotonic()
+    try:
+        if verb == "drift":
+            # The workspace as the last apply left it: no new variables, no refresh of the module copy.
+            saved = ws.plan(f"drift-{op.id}", vars=None, sync=False)
+        else:
+            values = desired_vars(config, store, op.cluster, op.params.get("vars") or {})
+            _check_required(ws, values)
+            saved = ws.plan(f"op-{op.id}", vars=values, destroy=verb == "destroy")
+    except TerraformError as exc:
+        _record(store, op, action, "failed", exc.message, started)
+        _diagnostics(progress, exc)
+        return _outcome(False, exc.message)
+    _record(store, op, action, "changes" if saved.summary.changes else "no_changes", saved.summary.headline(), started)
+    if verb == "drift":
+        return _report_drift(op, ws, saved, progress)
+    if not saved.summary.changes:
+        ws.discard(saved)
+        what = "nothing to destroy" if verb == "destroy" else "nothing to approve"
+        return _outcome(True, f"no changes: `{op.cluster}` already matches its Terraform configuration; {what}.")
+    return _post_apply_card(op, config, clusters, progress, ws, saved)
+
+
+def _check_required(ws: Workspace, values: Mapping[str, Any]) -> None:
+    missing = [name for name, var in declared_variables(ws.root).items() if var.required and name not in values]
+    if missing:
+        raise TerraformError("the module needs a value for " + ", ".join(f"`var.{n}`" for n in missing)
+                             + ": give it with the command (`var.<name>=<value>`) or under `terraform.vars` "
+                               "in the bot's config.")
+
+
+def _post_apply_card(op: Operation, config: Config, clusters: Clusters, progress: Progress, ws: Workspace,
+                     saved: SavedPlan) -> Outcome:
+    store, verb = progress.store, str(op.params.get("verb"))
+    cluster = clusters.lookup(op.cluster) or ClusterConfig(name=op.cluster, approvals=config.terraform.approvals)
+    needed = Policy(config).approvals_needed(cluster, verb)
+    waiting = [o.id for o in infra_store.open_operations(store, lock_key(op.cluster), ("provision", "destroy"),
+                                                         ("pending_approval",))]
+    given = op.params.get("vars") or {}
+    sensitive = {n for n, v in declared_variables(ws.root).items() if v.sensitive}
+    plan = infra_blocks.plan_card(verb, op.cluster, saved.summary, infra_blocks.shown_vars(given, sensitive),
+                                  approvals_needed=needed, waiting=waiting, command=config.slack.command)
+    apply_op = store.create_operation(
+        kind=verb, cluster=op.cluster, namespace="-", target="infrastructure",
+        params={"plan": saved.to_params(), "vars": dict(given), "plan_operation": op.id},
+        plan=plan, requested_by=op.requested_by, channel_id=op.channel_id, approvals_needed=needed,
+        ttl=timedelta(hours=config.operations.approval_timeout_hours), lock_key=lock_key(op.cluster))
+    try:
+        # With no approval needed it is approved here; the worker looks for work again as soon as
+        # this plan operation finishes, so there is nothing to wake.
+        ts = cards.publish(progress.client, store, apply_op, sandbox=progress.sandbox, wake=lambda: None)
+    except cards.CardNotPosted as exc:
+        ws.discard(saved)
+        return _outcome(False, f"the plan is ready but {exc.message}")
+    if infra_blocks.collapsed(saved.summary):
+        try:
+            progress.client.files_upload_v2(
+                channel=op.channel_id, thread_ts=ts, filename=f"plan-{op.cluster}-{apply_op.id}.txt",
+                title=f"Plan #{apply_op.id}: every address", content=infra_blocks.addresses_text(
+                    verb, op.cluster, saved.summary),
+                initial_comment="The full list of what this plan changes.")
+        except SlackApiError as exc:  # the card is there; the list is a convenience
+            log.warning("cannot upload the plan's address list of #%s: %s", apply_op.id, exc.response.get("error"))
+    return _outcome(True, f"plan ready: {saved.summary.headline()}. The approval card is #{apply_op.id}.")
+
+
+def _report_drift(op: Operation, ws: Workspace, saved: SavedPlan, progress: Progress) -> Outcome:
+    ws.discard(saved)  # a drift check is never applied; a fix is planned afresh and reviewed
+    scheduled = bool(op.params.get("scheduled"))
+    if not saved.summary.changes:
+        return _outcome(True, f"no drift: `{op.cluster}` matches its Terraform configuration.", quiet=scheduled)
+    msg = infra_blocks.drift_message(op.cluster, saved.summary, sandbox=progress.sandbox)
+    # In the request's thread; a scheduled check has no card, so its report stands on its own.
+    progress.client.chat_postMessage(channel=op.channel_id, thread_ts=progress.op.card_ts, text=msg.text,
+                                     blocks=msg.blocks)
+    return _outcome(True, f"drift found: a plan now shows {saved.summary.headline()}.", quiet=scheduled)
+
+
+# ---- apply ---------------------------------------------------------------------------------------
+
+
+class _ProgressMessage:
+    """The one progress message of an apply, changed at most every `interval` seconds."""
+
+    def __init__(self, progress: Progress, verb: str, interval: float) -> None:
+        self._show = getattr(progress, "edit", progress)
+        self._verb = verb
+        self._interval = interval
+        self._last = float("-inf")
+        self._text = ""
+
+    def update(self, tracker: ApplyTracker, *, final: bool = False, ok: bool = True) -> None:
+        now = time.monotonic()
+        if not final and now - self._last < self._interval:
+            return
+        text = infra_blocks.apply_progress(self._verb, tracker, final=final, ok=ok)
+        if text != self._text:
+            self._show(text)
+            self._text, self._last = text, now
+
+
+def run_apply(op: Operation, config: Config, clusters: Clusters, progress: Progress) -> Outcome:
+    """Executor of `provision` and `destroy`: apply the saved plan the card showed, and nothing else."""
+    store, verb = progress.store, op.kind
+    ws = _workspace(config, op.cluster)
+    saved = SavedPlan.from_params(op.params["plan"])
+    again = f"Ask again: `{config.slack.command} {verb} {op.cluster}`."
+    started = time.monotonic()
+    try:
+        ws.verify(saved, max_age=timedelta(minutes=config.terraform.plan_max_age_minutes))
+    except StalePlan as exc:
+        _record(store, op, verb if verb == "destroy" else "apply", "failed", exc.message, started)
+        return _outcome(False, f"{exc.message} {again}")
+    shown = _ProgressMessage(progress, verb, config.terraform.progress_seconds)
+    result = ws.apply(saved, on_progress=shown.update)
+    tracker = result.tracker
+    shown.update(tracker, final=True, ok=result.ok)
+    ws.retire(saved)  # applied or failed, a plan file is never applied twice (and it holds secrets)
+    counts = infra_blocks.apply_counts(tracker)
+    if result.error is not None:
+        _record(store, op, verb if verb == "destroy" else "apply", "failed", result.error.message, started)
+        _diagnostics(progress, result.error)
+        if tracker.done and verb == "provision":
+            infra_store.register(store, op.cluster, status=FAILED, last_operation_id=op.id,
+                                 note=f"the apply of #{op.id} failed part-way ({counts})")
+        hint = f" {again}" if isinstance(result.error, StalePlan) else ""
+        done = f" Done before it stopped: {counts}." if tracker.done else ""
+        return _outcome(False, f"{result.error.message}{done}{hint}")
+    _record(store, op, verb if verb == "destroy" else "apply", "ok", counts, started)
+    if verb == "destroy":
+        infra_store.register(store, op.cluster, status=DESTROYED, last_operation_id=op.id, reach="none",
+                             endpoint=None, note=f"destroyed by #{op.id}")
+        return _outcome(True, f"destroyed ({counts}). `{op.cluster}` is no longer registered.")
+    if saved.vars is not None:
+        ws.record_applied(saved.vars)
+    outputs = tracker.outputs if tracker.outputs is not None else ws.outputs()
+    reach = _reach(op.cluster, outputs)
+    registered = infra_store.registration(store, op.cluster)
+    given = dict(registered.vars) if registered else {}
+    infra_store.register(store, op.cluster, status=PROVISIONED, last_operation_id=op.id,
+                         outputs={n: {"sensitive": o.sensitive, "value": o.value} for n, o in outputs.items()},
+                         vars=given | dict(op.params.get("vars") or {}), **reach)
+    sentence = infra_blocks.registration_sentence(op.cluster, reach, configured=config.cluster(op.cluster) is not None)
+    msg = infra_blocks.outputs_message(op.cluster, list(outputs.values()), sentence, sandbox=progress.sandbox)
+    progress.client.chat_postMessage(channel=op.channel_id, thread_ts=progress.op.card_ts, text=msg.text,
+                                     blocks=msg.blocks)
+    return _outcome(True, f"applied ({counts}) in {tracker.elapsed:.0f} s. {sentence}")
+
+
+def _reach(cluster: str, outputs: Mapping[str, Output]) -> dict[str, Any]:
+    """How to reach the new cluster's API, from the module's outputs (registration fields)."""
+
+    def value(*names: str) -> str | None:
+        for name in names:
+            out = outputs.get(name)
+            if out is not None and not out.sensitive and isinstance(out.value, str) and out.value:
+                return out.value
+        return None
+
+    kubeconfig = value("kubeconfig_path", "kubeconfig_file")
+    if kubeconfig:
+        return {"reach": "kubeconfig", "kubeconfig": kubeconfig, "context": value("kubeconfig_context"),
+                "eks_name": None, "region": None, "endpoint": None, "note": ""}
+    eks_name = value("cluster_name", "eks_cluster_name")
+    region = value("region", "cluster_region", "aws_region", "eks_cluster_region")
+    # Most EKS modules (ai-on-eks among them) print `aws eks --region R update-kubeconfig --name N`.
+    command = value("configure_kubectl", "kubeconfig_command", "update_kubeconfig", "kubectl_config")
+    found = dict(_CONFIGURE_KUBECTL.findall(command or ""))
+    eks_name, region = eks_name or found.get("name"), region or found.get("region")
+    if eks_name and region:
+        fields: dict[str, Any] = {"reach": "eks", "eks_name": eks_name, "region": region, "kubeconfig": None,
+                                  "context": None, "note": ""}
+        try:
+            fields["endpoint"] = aws.describe_cluster(eks_name, region).endpoint
+        except OpsError as exc:  # registered anyway: reaching it is retried on use
+            fields["endpoint"] = None
+            fields["note"] = f"describe_cluster failed: {exc.message}"
+        return fields
+    return {"reach": "none", "eks_name": None, "region": None, "endpoint": None, "kubeconfig": None, "context": None,
+            "note": "its outputs do not say how to reach it (output `kubeconfig_path`, or `cluster_name` and "
+                    "`region` of an EKS cluster)"}
+
+
+# ---- the scheduled drift check -------------------------------------------------------------------
+
+
+def check_drift_all(config: Config, store: Store, *, channel: str | None = None) -> list[int]:
+    """Queue a drift check of every provisioned cluster; returns the new operations' ids.
+
+    For a scheduler: call it on `terraform.drift_cron`, then wake the worker. Each check is a `drift`
+    operation (it waits for the workspace's lock like any run); it reports only drift, in `channel`
+    (default `terraform.drift_channel`), with a button to plan a fix. A cluster whose previous check
+    has not run yet gets no second one.
+    """
+    channel = channel or config.terraform.drift_channel
+    if not channel or not config.terraform.root:
+        return []
+    workdir = Path(config.terraform.workdir)
+    created = []
+    for row in infra_store.registrations(store):
+        if row.status != PROVISIONED or not workspace_exists(workdir, row.name):
+            continue
+        if infra_store.open_operations(store, lock_key(row.name), ("drift",), ("approved", "queued", "running")):
+            continue
+        op = store.create_operation(
+            kind="drift", cluster=row.name, namespace="-", target="infrastructure",
+            params={"verb": "drift", "scheduled": True},
+            plan=infra_blocks.plan_request("drift", row.name, {}), requested_by="scheduler", channel_id=channel,
+            approvals_needed=0, ttl=timedelta(hours=config.operations.approval_timeout_hours),
+            lock_key=lock_key(row.name))
+        # No card by design: a clean check says nothing, and drift is reported on its own.
+        store.approve_by_policy(op.id)
+        created.append(op.id)
+    return created
