@@ -33,6 +33,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot.app import build_runtime
 
     runtime = build_runtime(_config(settings, args.config), settings)
+    runtime.start_scheduler()  # scheduled digests; every replica runs it, the database picks one poster
     if args.socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
@@ -50,6 +51,41 @@ def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
 
     config = None if args.sandbox else _config(settings, args.config)
     return run_console(config, settings, sandbox=args.sandbox, user=args.user, channel=args.channel)
+
+
+def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
+    """Build and post one digest to a channel, then exit (cron jobs, or a first look)."""
+    if not args.now:
+        print("infer-bot digest: pass --now (scheduled digests run inside `infer-bot serve`)", file=sys.stderr)
+        return 2
+    if not settings.slack_bot_token:
+        print("infer-bot digest: set SLACK_BOT_TOKEN in the environment", file=sys.stderr)
+        return 2
+    from slack_sdk.errors import SlackApiError
+
+    from bot.app import build_runtime
+    from handlers.digest import MANUAL, post_digest
+
+    runtime = build_runtime(_config(settings, args.config), settings)
+    assert runtime.deps is not None and runtime.digests is not None
+    post_id = runtime.digests.claim_post(args.channel, f"{MANUAL}cli-{os.getpid()}-{os.urandom(4).hex()}", "cli")
+    try:
+        posted = post_digest(runtime.client, runtime.deps, args.channel, args.cluster or (), post_id)
+        if post_id is not None:
+            runtime.digests.finish_post(post_id, "posted", ts=posted.ts, summary=posted.summary)
+    except SlackApiError as exc:
+        error = exc.response.get("error", "error")
+        if post_id is not None:
+            runtime.digests.finish_post(post_id, "failed", error=error)
+        print(f"infer-bot digest: Slack refused the post: {error}", file=sys.stderr)
+        return 1
+    finally:
+        runtime.close()
+    s = posted.summary
+    print(f"posted to {args.channel} (ts {posted.ts}): {s['deployments']} deployments, {s['suggestions']} "
+          f"suggestions, {s['queries']} PromQL queries in {s['build_seconds']} s"
+          + (f"; no data from {', '.join(s['clusters_down'])}" if s["clusters_down"] else ""))
+    return 0
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
@@ -78,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     console.add_argument("--user", default=None, help="act as this Slack user id (default: the operator)")
     console.add_argument("--channel", default="C0CONSOLE", help="the channel id commands come from")
     console.set_defaults(func=cmd_console)
+
+    digest = sub.add_parser("digest", help="build and post one utilization digest now, then exit")
+    digest.add_argument("--channel", required=True, help="Slack channel id (C…)")
+    digest.add_argument("--now", action="store_true", help="post now (the only mode; schedules run in serve)")
+    digest.add_argument("--cluster", action="append", help="only this cluster (repeatable; default: all)")
+    digest.set_defaults(func=cmd_digest)
 
     check = sub.add_parser("check", help="validate the config and reach every dependency")
     check.set_defaults(func=cmd_check)

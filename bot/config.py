@@ -68,22 +68,100 @@ class ChartConfig(_Strict):
     version: str = "0.2.1"
 
 
+class CatalogConfig(_Strict):
+    # A folder of user presets (same format as ops/data/presets/*.yaml); INFER_BOT_PRESETS_DIR if unset.
+    presets_dir: str | None = None
+    # The region whose on-demand prices `models` and the fit check quote.
+    region: str = Field(default="us-west-2", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+
+
 class TerraformConfig(_Strict):
     root: str | None = None
     workdir: str = "/var/lib/infer-bot/terraform"
+    # Values every workspace gets for the module's variables; a command's `var.<k>=<v>` wins.
+    vars: dict[str, Any] = {}
+    # The module variable that receives the cluster name of `provision <cluster>` (ai-on-eks: `name`).
+    name_var: str | None = None
+    # Approvals a provision needs for a cluster not listed under `clusters:` (destroy: always ≥ 2).
+    approvals: int = Field(default=1, ge=0, le=5)
+    # A saved plan older than this is not applied: the world has moved on, plan again.
+    plan_max_age_minutes: float = Field(default=120, gt=0)
+    timeout_minutes: float = Field(default=120, gt=0)  # any one terraform command
+    progress_seconds: float = Field(default=5, gt=0)  # the apply's progress message changes at most this often
+    # The scheduled drift check (bot.infra.check_drift_all): when, and where drift is reported.
+    drift_cron: str | None = None
+    drift_channel: str | None = Field(default=None, pattern=r"^[CG][A-Z0-9]+$")
+
+    @model_validator(mode="after")
+    def _drift_schedule(self) -> TerraformConfig:
+        if (self.drift_cron is None) != (self.drift_channel is None):
+            raise ValueError("set drift_cron and drift_channel together")
+        if self.drift_cron is not None and len(self.drift_cron.split()) != 5:
+            raise ValueError("drift_cron needs 5 fields: minute hour day month day-of-week")
+        return self
 
 
 class DigestConfig(_Strict):
     channel: str = Field(pattern=r"^[CG][A-Z0-9]+$")
-    cron: str
+    cron: str  # standard crontab: day-of-week 0 and 7 are Sunday
     timezone: str = "UTC"
     clusters: list[str] = []
 
     @field_validator("cron")
     @classmethod
     def _five_fields(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError("cron needs 5 fields: minute hour day month day-of-week")
+        from bot.cron import parse_crontab
+
+        parse_crontab(value)  # raises ValueError naming the wrong field
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use a tz database name such as Europe/Paris") from None
+        return value
+
+
+class MetricsConfig(_Strict):
+    """How digests and `/infer metrics` read Prometheus (ops.metrics.QuerySettings)."""
+
+    window_hours: float = Field(default=24, gt=0, le=24 * 31)
+    step_seconds: float = Field(default=300, ge=10)  # resolution of p95, max and idle share over the window
+    rate_window_seconds: float = Field(default=300, ge=10)  # ≥ 4 × the scrape interval
+    timeout_seconds: float = Field(default=20, gt=0, le=300)  # per query; a dead Prometheus costs one of these
+    idle_util_pct: float = Field(default=10, ge=0, le=100)  # accelerator time below this is idle (idle cost)
+    # A digest whose time passed while no bot process ran still posts if one starts within this.
+    misfire_grace_seconds: float = Field(default=900, ge=1)
+
+
+class AdvisorConfig(_Strict):
+    # Thresholds of the advisor's rules, by name (ops.advisor.Thresholds); unset ones keep their default.
+    thresholds: dict[str, float] = {}
+    disabled: list[str] = []  # rule ids to switch off (ops.advisor.RULES)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        from ops.advisor import THRESHOLD_NAMES
+
+        unknown = sorted(set(value) - THRESHOLD_NAMES)
+        if unknown:
+            raise ValueError(f"unknown thresholds {', '.join(unknown)}; known: {', '.join(sorted(THRESHOLD_NAMES))}")
+        return value
+
+    @field_validator("disabled")
+    @classmethod
+    def _known_rules(cls, value: list[str]) -> list[str]:
+        from ops.advisor import RULES_BY_ID
+
+        unknown = sorted(set(value) - set(RULES_BY_ID))
+        if unknown:
+            raise ValueError(f"unknown rules {', '.join(unknown)}; known: {', '.join(RULES_BY_ID)}")
         return value
 
 
@@ -100,8 +178,11 @@ class Config(_Strict):
     roles: Roles = Roles()
     clusters: list[ClusterConfig] = []
     chart: ChartConfig = ChartConfig()
+    catalog: CatalogConfig = CatalogConfig()
     terraform: TerraformConfig = TerraformConfig()
     digests: list[DigestConfig] = []
+    metrics: MetricsConfig = MetricsConfig()
+    advisor: AdvisorConfig = AdvisorConfig()
     operations: OperationsConfig = OperationsConfig()
     sandbox: bool = False  # set only by `--sandbox`; every message is labelled when true
 

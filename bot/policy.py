@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bot.config import ClusterConfig, Config, Role
@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 RANK: dict[str, int] = {"viewer": 0, "operator": 1, "approver": 2, "admin": 3}
 # Kinds of change that always need two approvers, whatever the cluster says.
 TWO_PERSON_KINDS = frozenset({"destroy"})
+# Kinds whose approvers must include an admin, who approves first: "an admin has approved" only
+# ever becomes true, so checking it before an approval is recorded cannot race with another click.
+ADMIN_FIRST_KINDS = frozenset({"destroy"})
 
 
 @dataclass(frozen=True)
@@ -87,3 +90,12 @@ class Policy:
         if kind in TWO_PERSON_KINDS:
             return max(2, cluster.approvals)
         return cluster.approvals
+
+    def approval_refusal(self, user: str, kind: str, approvers: Sequence[str]) -> str:
+        """Why `user` may not approve an operation of `kind` now, given who already did ('' if they may)."""
+        if kind not in ADMIN_FIRST_KINDS or self.role_of(user) == "admin":
+            return ""
+        if any(self.role_of(a) == "admin" for a in approvers):
+            return ""
+        return (f"a `{kind}` needs an admin among its approvers, and the admin approves first; "
+                "your approval counts once an admin has given theirs.")

@@ -41,13 +41,14 @@ class Invocation:
         self.respond(text=msg.text, blocks=msg.blocks, response_type="ephemeral", replace_original=False)
 
     def cluster_for(self, cmd: Command) -> ClusterConfig:
-        cluster = self.deps.config.cluster(cmd.cluster)
+        # Configured clusters, and the ones the bot provisioned (registered in its database).
+        cluster = self.deps.clusters.lookup(cmd.cluster)
         if cluster is not None:
             return cluster
         if cmd.cluster is None:
             raise Refusal("no cluster is configured; add one under `clusters:` in the bot's config.")
-        known = ", ".join(f"`{c.name}`" for c in self.deps.config.clusters) or "none"
-        raise Refusal(f"unknown cluster `{cmd.cluster}`; configured clusters: {known}.", cmd.usage)
+        known = ", ".join(f"`{name}`" for name in self.deps.clusters.names()) or "none"
+        raise Refusal(f"unknown cluster `{cmd.cluster}`; known clusters: {known}.", cmd.usage)
 
     def authorize(self, cluster: ClusterConfig | None, needed: str, action: str) -> None:
         decision = self.deps.policy.check(self.user, self.channel, cluster, needed, action)

@@ -9,7 +9,8 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from handlers import blocks, history, info, scale
+from handlers import blocks, history, info, models, provision, scale
+from handlers import digest as digests
 from handlers.base import Invocation, Refusal
 from handlers.deps import Deps
 from handlers.metrics import COMMANDS
@@ -23,11 +24,17 @@ Handler = Callable[[Command, Invocation], None]
 # Where each verb is executed. A verb missing here parses but is answered as not available yet.
 HANDLERS: dict[str, Handler] = {
     "clusters": info.clusters,
+    "models": models.list_models,
     "status": info.status,
     "scale": scale.request,
     "approvals": history.approvals,
     "ops": history.operations,
     "audit": history.audit,
+    "provision": provision.provision,
+    "destroy": provision.destroy,
+    "drift": provision.drift,
+    "digest": digests.digest,
+    "metrics": digests.metrics,
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from handlers.blocks import AuditEntry, Operation
@@ -20,11 +20,25 @@ class ClusterConfig(Protocol):
     approvals: int
     max_replicas: int
     channels: list[str]
+    prometheus_url: str | None
+
+
+class TerraformConfig(Protocol):
+    root: str | None
+    workdir: str
+    vars: dict[str, Any]
+    name_var: str | None
+    approvals: int
 
 
 class Config(Protocol):
     sandbox: bool
     clusters: Sequence[ClusterConfig]
+    terraform: TerraformConfig
+    # Digests (bot.config's MetricsConfig, AdvisorConfig, DigestConfig): read by handlers/digest.py only.
+    metrics: Any
+    advisor: Any
+    digests: Sequence[Any]
 
     def cluster(self, name: str | None) -> ClusterConfig | None: ...
 
@@ -40,6 +54,8 @@ class Policy(Protocol):
     def check(self, user: str, channel: str, cluster: Any, needed: Any, action: str) -> Decision: ...
 
     def approvals_needed(self, cluster: Any, kind: str) -> int: ...
+
+    def approval_refusal(self, user: str, kind: str, approvers: Sequence[str]) -> str: ...
 
 
 class ApproveResult(Protocol):
@@ -77,9 +93,60 @@ class Store(Protocol):
 
     def reject(self, op_id: int, user: str, reason: str) -> Operation | None: ...
 
+    def approve_by_policy(self, op_id: int) -> Operation | None: ...
+
+
+class ProvisionedCluster(Protocol):
+    name: str
+    status: str
+    reach: str
+    where: str
+    note: str
+    namespace: str
+    last_run: str
+    last_run_at: datetime | None
+
 
 class Clusters(Protocol):
     def get(self, cluster: Any) -> KubeCluster: ...
+
+    def lookup(self, name: str | None) -> ClusterConfig | None:
+        """A configured cluster, else one the bot provisioned (registered in its database)."""
+        ...
+
+    def names(self) -> list[str]: ...
+
+    def registered(self) -> Sequence[ProvisionedCluster]: ...
+
+
+class DigestRows(Protocol):
+    """Digest subscriptions, posts and suggestions (bot.digest_store.DigestStore)."""
+
+    def subscribe(self, channel: str, cron: str, timezone: str, user: str,
+                  clusters: Sequence[str] = ()) -> tuple[Any, Any | None]: ...
+
+    def unsubscribe(self, channel: str) -> Any | None: ...
+
+    def subscriptions(self, channel: str | None = None) -> Sequence[Any]: ...
+
+    def claim_post(self, channel: str, period: str, claimer: str) -> int | None: ...
+
+    def finish_post(self, post_id: int, status: str, *, ts: str | None = None,
+                    summary: dict[str, Any] | None = None, error: str | None = None) -> None: ...
+
+    def save_suggestions(self, channel: str, post_id: int | None, items: Sequence[dict[str, Any]]) -> list[int]: ...
+
+    def suggestion(self, suggestion_id: int) -> Any | None: ...
+
+    def claim_suggestion(self, suggestion_id: int, user: str) -> bool: ...
+
+    def finish_suggestion(self, suggestion_id: int, *, operation_id: int | None, applied: bool) -> None: ...
+
+    def next_run(self, cron: str, timezone: str) -> datetime | None: ...
+
+    def changed(self) -> None:
+        """Schedules changed: re-read them now in this process (the others re-read periodically)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -91,6 +158,7 @@ class Deps:
     approval_ttl: timedelta
     wake_worker: Callable[[], None]
     command: str = "/infer"
+    digests: DigestRows | None = None
 
     def first_delivery(self, body: dict[str, Any]) -> bool:
         """False when this Slack delivery was acted on already (a retry, or a replayed request).

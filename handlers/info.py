@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from handlers import blocks
+from handlers import blocks, infra_blocks
 from handlers.base import Invocation
 from handlers.deps import ClusterConfig
 from handlers.parse import Command
@@ -14,6 +14,13 @@ from ops.errors import OpsError
 def clusters(cmd: Command, inv: Invocation) -> None:
     inv.authorize(None, "viewer", "clusters")
     configured = list(inv.deps.config.clusters)
+    # Clusters the bot provisioned: reachable ones are pinged like configured ones.
+    provisioned = {p.name: p for p in inv.deps.clusters.registered()}
+    names = {c.name for c in configured}
+    for p in provisioned.values():
+        found = inv.deps.clusters.lookup(p.name) if p.name not in names and p.reach != "none" else None
+        if found is not None:
+            configured.append(found)
 
     def reach(cluster: ClusterConfig) -> str:
         try:
@@ -24,7 +31,11 @@ def clusters(cmd: Command, inv: Invocation) -> None:
     # One slow or dead API server must not hold up the others.
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(configured)))) as pool:
         states = list(pool.map(reach, configured))
-    rows = [(c.name, c.namespace, state, c.approvals) for c, state in zip(configured, states, strict=True)]
+    rows = [(c.name, c.namespace, infra_blocks.provisioned_state(provisioned[c.name], state)
+             if c.name in provisioned else state, c.approvals) for c, state in zip(configured, states, strict=True)]
+    shown = {c.name for c in configured}
+    rows += [(p.name, p.namespace, infra_blocks.provisioned_state(p, ""), inv.deps.config.terraform.approvals)
+             for p in provisioned.values() if p.name not in shown]
     inv.reply(blocks.clusters_message(rows, sandbox=inv.sandbox))
 
 

@@ -285,6 +285,19 @@ def test_quantities_come_back_as_strings(
     assert limits == {"nvidia.com/gpu": "1", "cpu": "500m", "memory": "16Gi"}
 
 
+def test_finalizers_hold_deletion_until_removed(core: client.CoreV1Api, ns: str) -> None:
+    body = configmap("held")
+    body["metadata"]["finalizers"] = ["infer-bot/cleanup"]
+    core.create_namespaced_config_map(ns, body)
+    core.delete_namespaced_config_map("held", ns)
+    assert core.read_namespaced_config_map("held", ns).metadata.deletion_timestamp is not None
+    release = {"metadata": {"finalizers": None}}
+    core.patch_namespaced_config_map("held", ns, release, _content_type="application/merge-patch+json")
+    with pytest.raises(ApiException) as caught:
+        core.read_namespaced_config_map("held", ns)
+    assert caught.value.status == 404
+
+
 def test_fail_next_injects_a_status_error(emulator: KubeEmulator, core: client.CoreV1Api, ns: str) -> None:
     core.create_namespaced_config_map(ns, configmap("flaky"))
     emulator.fail_next("GET", rf"/namespaces/{ns}/configmaps/flaky$", 500)

@@ -1820,7 +1820,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
             manager.record(new, rt.api_version)
         meta = new["metadata"]
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and old is not None:
-            return old if dry_run else self._remove(rt, old)
+            return new if dry_run else self._remove(rt, new)
         if dry_run:
             meta["resourceVersion"] = _meta(old or {}).get("resourceVersion", "")
             return new

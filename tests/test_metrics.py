@@ -1,0 +1,140 @@
+"""ops/metrics.py against a real Prometheus over generated data: every figure equals the generator's."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ops.metrics import QUERIES, QuerySettings, Target, bucket_quantile, collect, promql
+from tests.support.prometheus import CASES, closed_port, main_dataset
+
+FIELDS = ("accelerator", "instance_type", "devices", "device_hours", "util_mean", "util_p95", "idle_share",
+          "rps_mean", "requests", "abort_share", "queue_mean", "queue_max", "queue_slope_per_hour", "kv_mean",
+          "kv_max", "preemptions", "replicas_desired", "replicas_available", "restarts", "mem_used_mib",
+          "mem_total_mib", "e2e_p50", "e2e_p95", "e2e_p99", "ttft_p95", "tpot_mean")
+
+
+@pytest.fixture(scope="session")
+def prom():
+    return main_dataset()
+
+
+@pytest.fixture(scope="session")
+def measured(prom):
+    dataset, server = prom
+    [cluster] = collect([Target("dev", server.url)], dataset.end)
+    return {m.name: m for m in cluster.deployments}, cluster
+
+
+def close(got, want) -> bool:
+    if isinstance(want, str) or want is None:
+        return got == want
+    return got is not None and math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9)
+
+
+@pytest.mark.parametrize("case", [c.name for c in CASES])
+def test_every_figure_equals_the_generators_value(prom, measured, case):
+    dataset, _ = prom
+    by_name, _ = measured
+    got = by_name[case]
+    wrong = {f: (getattr(got, f), want) for f, want in dataset.expected(case).items() if f in FIELDS
+             and not close(getattr(got, f), want)}
+    assert wrong == {}, f"{case}: (measured, generated) differ for {wrong}"
+
+
+def test_hand_computed_values_spelled_out(measured):
+    by_name, _ = measured
+    healthy, busy, idle = by_name["healthy-mistral"], by_name["busy-qwen"], by_name["idle-llama"]
+    # 4 h at 5 % then 20 h at 80 %: mean (4·5 + 20·80)/24, a sixth of the time idle.
+    assert healthy.util_mean == pytest.approx(67.5) and healthy.util_p95 == pytest.approx(80)
+    assert healthy.idle_share == pytest.approx(1 / 6)
+    # 40 % of requests in (0.5, 1], 40 % in (1, 2], 20 % in (2, 4]: p50 = 1 + (0.5 − 0.4)/0.4 = 1.25.
+    assert (healthy.e2e_p50, healthy.e2e_p95, healthy.e2e_p99) == pytest.approx((1.25, 3.5, 3.9))
+    # Saturated: 10 % in (4, 8], 50 % in (8, 16], 40 % in (16, 32]: p95 = 16 + 16 · 0.35/0.4 = 30.
+    assert busy.e2e_p95 == pytest.approx(30.0) and busy.ttft_p95 == pytest.approx(3.8)
+    # The queue grows by 1 per pod-hour on 2 pods: 2/h, 48 at the end.
+    assert busy.queue_slope_per_hour == pytest.approx(2.0) and busy.queue_max == pytest.approx(48)
+    assert busy.preemptions == pytest.approx(0.01 * 2 * 86400)
+    # 3 GPUs × 24 h at 4 %: all of it idle; 0.1 req/s per pod.
+    assert idle.device_hours == pytest.approx(72) and idle.idle_share == 1.0
+    assert idle.rps_mean == pytest.approx(0.3)
+
+
+def test_model_servers_only_both_label_spellings(measured):
+    by_name, cluster = measured
+    # coredns (no accelerator, no vLLM) and the DCGM exporter's own pod (a DaemonSet's) are not model servers.
+    assert sorted(by_name) == sorted(c.name for c in CASES)
+    assert cluster.error is None and cluster.warnings == []
+    # idle-llama's GPU series carry exported_namespace / exported_pod; the others namespace / pod.
+    assert by_name["idle-llama"].util_mean == pytest.approx(4.0)
+    assert by_name["neuron-llama"].accelerator == "neuron" and by_name["neuron-llama"].util_mean == pytest.approx(50)
+
+
+def test_chart_series_cover_the_window(measured):
+    by_name, _ = measured
+    busy = by_name["busy-qwen"]
+    assert len(busy.util_series) == QuerySettings().chart_points + 1
+    assert all(v == pytest.approx(97) for _, v in busy.util_series)
+    assert len(busy.latency_series) > 90 and all(v == pytest.approx(30.0) for _, v in busy.latency_series)
+    assert by_name["unused-phi"].latency_series == ()  # no requests: no latency, not a latency of 0
+
+
+def test_query_count_is_a_constant_for_five_deployments(prom):
+    dataset, server = prom
+    before = server.queries_logged()
+    [cluster] = collect([Target("dev", server.url)], dataset.end)
+    assert len(cluster.deployments) == 5
+    assert server.queries_logged() - before == len(QUERIES) == cluster.queries
+
+
+def test_a_cluster_whose_prometheus_is_down_is_reported_and_the_others_still_work(prom):
+    dataset, server = prom
+    up, down, unset = collect([Target("dev", server.url), Target("eu", closed_port()), Target("lab", None)],
+                              dataset.end, QuerySettings(timeout=3))
+    assert up.error is None and len(up.deployments) == 5
+    assert down.error and "cannot connect to Prometheus" in down.error and down.deployments == []
+    assert unset.error and "prometheus_url" in unset.error
+
+
+def test_scope_reads_one_deployment_with_the_same_queries(prom):
+    dataset, server = prom
+    before = server.queries_logged()
+    [cluster] = collect([Target("dev", server.url)], dataset.end, scope=("default", "busy-qwen"))
+    assert [m.name for m in cluster.deployments] == ["busy-qwen"]
+    assert cluster.deployments[0].e2e_p95 == pytest.approx(30.0)
+    assert server.queries_logged() - before == len(QUERIES)
+
+
+def test_a_query_prometheus_refuses_becomes_a_warning_not_a_failure(prom, monkeypatch):
+    dataset, server = prom
+    import ops.metrics as metrics
+
+    original = metrics.promql
+
+    def broken(settings, scope=None):
+        queries = original(settings, scope)
+        queries["kv"] = "sum(("  # a syntax error Prometheus answers with 400
+        return queries
+
+    monkeypatch.setattr(metrics, "promql", broken)
+    [cluster] = collect([Target("dev", server.url)], dataset.end)
+    assert cluster.error is None and any(w.startswith("kv:") for w in cluster.warnings)
+    by_name = {m.name: m for m in cluster.deployments}
+    assert by_name["busy-qwen"].kv_max is None and by_name["busy-qwen"].e2e_p95 == pytest.approx(30.0)
+
+
+def test_bucket_quantile_matches_prometheus_rules():
+    buckets = {0.5: 0.0, 1.0: 40.0, 2.0: 80.0, 4.0: 100.0, math.inf: 100.0}
+    assert bucket_quantile(0.5, buckets) == pytest.approx(1.25)
+    assert bucket_quantile(0.95, buckets) == pytest.approx(3.5)
+    assert bucket_quantile(0.99, {1.0: 1.0, math.inf: 10.0}) == 1.0  # in +Inf: the highest finite bound
+    assert bucket_quantile(0.5, {1.0: 0.0, math.inf: 0.0}) is None  # no observations
+    assert bucket_quantile(0.5, {1.0: 3.0}) is None  # no +Inf bucket
+
+
+def test_queries_aggregate_by_deployment_and_accept_both_spellings():
+    text = "\n".join(promql(QuerySettings()).values())
+    assert "exported_pod" in text and "exported_namespace" in text
+    assert "kube_pod_owner" in text and "kube_replicaset_owner" in text and "@ end()" in text
+    assert "by (namespace, deployment" in text
