@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
@@ -23,6 +23,7 @@ from bot import logs
 from bot.clusters import Clusters
 from bot.config import Config, Settings
 from bot.digest_store import DigestStore
+from bot.models_digest import FAILED, POSTED
 from bot.policy import GroupCache, Policy
 from bot.storage import Store, make_engine, migrate
 from bot.worker import Worker
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from bot.scheduler import DigestScheduler
 
 log = logging.getLogger(__name__)
+
+DRIFT_SLOT = "drift-check"  # the digest-slot name that stands for the scheduled drift check
 
 
 class ListenerPool(ThreadPoolExecutor):
@@ -95,7 +98,34 @@ class Runtime:
             lambda channel, clusters, post_id: post_digest(client, deps, channel, clusters, post_id))
         self.digests.on_change = self.scheduler.sync  # a subscribe here takes effect at once
         self.scheduler.start()
+        if self.config.terraform.drift_cron:
+            self.scheduler.add_cron("drift-check", self.config.terraform.drift_cron, "UTC", self.scheduled_drift_check)
         return self.scheduler
+
+    def scheduled_drift_check(self, now: datetime | None = None) -> list[int]:
+        """Queue the drift checks of one cron slot; every replica fires, the first claim of the slot wins.
+
+        The slot is claimed through the same unique (channel, period) key as digests, under a name no
+        Slack channel can have, so the guard that keeps digests single also keeps drift checks single.
+        """
+        from bot.infra import check_drift_all
+        from bot.scheduler import make_trigger, period_key
+
+        assert self.digests is not None and self.config.terraform.drift_cron
+        grace = timedelta(seconds=self.config.metrics.misfire_grace_seconds)
+        slot = period_key(make_trigger(self.config.terraform.drift_cron, "UTC"), now or datetime.now(UTC), grace)
+        claim = self.digests.claim_post(DRIFT_SLOT, slot, self.worker.id)
+        if claim is None:
+            return []
+        try:
+            created = check_drift_all(self.config, self.store)
+        except Exception as exc:
+            log.exception("scheduled drift check failed")
+            self.digests.finish_post(claim, FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
+            return []
+        self.digests.finish_post(claim, POSTED, summary={"operations": created})
+        self.worker.wake()
+        return created
 
     def close(self) -> None:
         if self.scheduler is not None:

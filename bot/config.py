@@ -171,6 +171,9 @@ class OperationsConfig(_Strict):
     # every lease/3 seconds, and only an operation whose lease ran out is declared interrupted.
     lease_seconds: float = Field(default=30, ge=1)
     poll_seconds: float = Field(default=1.0, gt=0)
+    # On SIGTERM (a rollout, a scale-in) running operations get this long to finish before the
+    # process exits; keep it below the pod's terminationGracePeriodSeconds.
+    shutdown_grace_seconds: float = Field(default=25, ge=0)
 
 
 class Config(_Strict):
@@ -220,6 +223,13 @@ class Settings(BaseSettings):
     port: int = 3000
     helm_bin: str = "helm"
     terraform_bin: str = "terraform"
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, url: str) -> str:
+        # slack_sdk appends the method name to the base URL as is: without the slash,
+        # `…/api` + `chat.postMessage` would become `…/apichat.postMessage`.
+        return url if url.endswith("/") else url + "/"
 
 
 def _format_errors(path: str, exc: ValidationError) -> str:

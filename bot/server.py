@@ -6,8 +6,11 @@ threads of the same process; replicas scale out as separate processes on one dat
 
 from __future__ import annotations
 
+import _thread
 import json
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -46,7 +49,8 @@ class OperationsCollector:
         yield family
 
 
-def make_wsgi(runtime: Runtime) -> WSGIApp:
+def make_wsgi(runtime: Runtime, draining: threading.Event | None = None) -> WSGIApp:
+    draining = draining or threading.Event()
     slack = SlackRequestHandler(runtime.app)
     REGISTRY.register(OperationsCollector(runtime))
 
@@ -67,14 +71,19 @@ def make_wsgi(runtime: Runtime) -> WSGIApp:
                 return respond(start, "400 Bad Request", b'{"error": "unreadable request"}', "application/json")
             finally:
                 ACK_SECONDS.observe(time.perf_counter() - began)
-        if path == "/healthz" and method == "GET":
-            ok = True
+        if path == "/healthz" and method == "GET":  # readiness: can this replica take Slack traffic?
+            database = "ok"
             try:
                 runtime.store.count_by_status()
             except Exception:
-                ok = False
-            body = json.dumps({"ok": ok, "database": "ok" if ok else "unreachable"}).encode()
+                database = "unreachable"
+            ok = database == "ok" and not draining.is_set()
+            body = json.dumps({"ok": ok, "database": database, "draining": draining.is_set()}).encode()
             return respond(start, "200 OK" if ok else "503 Service Unavailable", body, "application/json")
+        if path == "/livez" and method == "GET":
+            # Liveness without the database: a database outage must not make Kubernetes restart
+            # every replica at once (readiness already takes them out of the load balancer).
+            return respond(start, "200 OK", b'{"ok": true}', "application/json")
         if path == "/metrics" and method == "GET":
             return respond(start, "200 OK", generate_latest(), CONTENT_TYPE_LATEST)
         return respond(start, "404 Not Found", b'{"error": "not found"}', "application/json")
@@ -83,8 +92,30 @@ def make_wsgi(runtime: Runtime) -> WSGIApp:
 
 
 def serve(runtime: Runtime, host: str, port: int, threads: int = 16) -> None:
-    from waitress import serve as waitress_serve
+    """Serve until SIGTERM/SIGINT, then drain: not ready, running operations finish, then exit."""
+    from waitress import create_server
 
+    draining = threading.Event()
+    server = create_server(make_wsgi(runtime, draining), host=host, port=port, threads=threads, ident="infer-bot")
+
+    def drain_then_stop() -> None:
+        grace = runtime.config.operations.shutdown_grace_seconds
+        log.info("stopping: draining running operations for up to %gs", grace)
+        runtime.worker.drain(grace)
+        _thread.interrupt_main()  # waitress's loop ends on KeyboardInterrupt and joins its threads
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if draining.is_set():  # a second signal: stop now, leases tell the other replicas
+            raise SystemExit(1)
+        draining.set()
+        threading.Thread(target=drain_then_stop, name="drain", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     runtime.worker.start()
     log.info("serving Slack at http://%s:%s/slack/events", host, port)
-    waitress_serve(make_wsgi(runtime), host=host, port=port, threads=threads, ident="infer-bot")
+    try:
+        server.run()  # returns once interrupted, after waitress's worker threads finished
+    finally:
+        runtime.close()
+        log.info("stopped")

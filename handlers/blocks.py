@@ -107,10 +107,20 @@ def note(message: str, *, sandbox: bool = False) -> Message:
 
 
 def help_message(command: str, lines: Sequence[tuple[str, str]], *, sandbox: bool = False) -> Message:
-    body = "\n".join(f"`{command} {escape(usage)}`  {summary}" for usage, summary in lines)
+    entries = [f"`{command} {escape(usage)}`  {summary}" for usage, summary in lines]
+    sections: list[Block] = []
+    chunk: list[str] = []
+    for entry in entries:  # a section holds 3000 characters; the verb list outgrows one
+        if chunk and len("\n".join([*chunk, entry])) > 2900:
+            sections.append(SectionBlock(text=_md("\n".join(chunk))))
+            chunk = []
+        chunk.append(entry)
+    if chunk:
+        sections.append(SectionBlock(text=_md("\n".join(chunk))))
     hint = "Options are `key=value`. Every verb takes `cluster=`. Changes need approval."
-    return _render(f"{command} help", [HeaderBlock(text=f"{command}: what I can do"),
-                                       SectionBlock(text=_md(body)),
+    if len(entries) > 1:
+        hint += f" `{command} help <verb>` shows one verb."
+    return _render(f"{command} help", [HeaderBlock(text=f"{command}: what I can do"), *sections,
                                        ContextBlock(elements=[_md(hint)])], sandbox)
 
 

@@ -58,7 +58,13 @@ def on_command(ack: Callable[..., Any], command: dict[str, Any], context: dict[s
 
     if cmd.verb == "help":
         # Answered inside the ack: no I/O, and the user sees it at once.
-        msg = blocks.help_message(deps.command, help_lines(), sandbox=sandbox)
+        lines = help_lines()
+        if cmd.args:  # `help scale`: just that verb, with its role (the parser checked the verb exists)
+            spec = VERBS[cmd.args[0]]
+            available = spec.name in HANDLERS or spec.name == "help"
+            lines = [(spec.usage.split(" ", 1)[1], f"{spec.summary} (needs the {spec.role} role)"
+                      + ("" if available else "; not available in this version yet"))]
+        msg = blocks.help_message(deps.command, lines, sandbox=sandbox)
         ack(response_type="ephemeral", text=msg.text, blocks=msg.blocks)
         COMMANDS.labels(verb="help", outcome="ok").inc()
         return

@@ -797,6 +797,14 @@ class Workspace:
             return ApplyResult(tracker, exc)
         except OpsError as exc:
             return ApplyResult(tracker, TerraformError(exc.message, tracker.errors))
+        if code < 0:  # killed from outside (OOM killer, an admin): terraform could not say anything
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            return ApplyResult(tracker, TerraformError(
+                f"terraform apply was killed ({name}) with {tracker.done}/{tracker.total} resources done"
+                + (f", while changing {', '.join(tracker.running)}" if tracker.running else "")
+                + ". What it finished is in the state; what it was changing may be half-made. "
+                "Run a drift check before going on.",
+                tracker.errors))
         if code != 0:
             try:
                 raise self._failure("apply", tracker.diagnostics, stderr)

@@ -59,7 +59,7 @@ def base_config(kubeconfig: Path) -> dict[str, Any]:
         "roles": {"admin": [ADMIN], "approver": [APPROVER, APPROVER2, "S0APPROVERS"], "operator": [OPERATOR]},
         "clusters": [{"name": "dev", "kubeconfig": str(kubeconfig), "namespace": "default", "approvals": 1,
                       "rollout_timeout_seconds": 20}],
-        "operations": {"poll_seconds": 0.2, "lease_seconds": 5},
+        "operations": {"poll_seconds": 0.2, "lease_seconds": 5, "shutdown_grace_seconds": 3},
     }
 
 

@@ -39,6 +39,10 @@ def test_chart_lints_and_renders_a_safe_deployment():
     container = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["serviceAccountName"] == "infer-bot"
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert pod["terminationGracePeriodSeconds"] == 35  # the default 25 s drain plus a margin
+    longer = rendered("config.operations.shutdown_grace_seconds=50")["Deployment/bot"]["spec"]["template"]["spec"]
+    assert longer["terminationGracePeriodSeconds"] == 60
     env = {e["name"]: e for e in container["env"]}
     for secret in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "INFER_BOT_DATABASE_URL"):
         assert "secretKeyRef" in env[secret]["valueFrom"] and "value" not in env[secret]

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from bot.config import ConfigError, load_config
+from bot.config import ConfigError, Settings, load_config
+from bot.local_slack import LocalSlack
 
 
 def write(tmp_path, text: str):
@@ -74,3 +75,12 @@ def test_check_reaches_every_dependency(tmp_path, kube, slack):
     assert "FAIL cluster gone" in run.stdout
     assert "ok   slack" in run.stdout and "ok   database" in run.stdout
     assert "xoxb-test-token" not in run.stdout + run.stderr
+
+
+def test_slack_api_url_works_with_or_without_its_trailing_slash():
+    from bot.app import make_client
+
+    with LocalSlack(bot_token="xoxb-t") as slack:
+        for url in (slack.api_url, slack.api_url.rstrip("/")):
+            client = make_client(Settings(slack_bot_token="xoxb-t", slack_api_url=url))
+            assert client.auth_test()["ok"] is True

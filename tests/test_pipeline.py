@@ -3,6 +3,7 @@ command → policy → approval card → click → worker → Kubernetes (emulat
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -270,10 +271,23 @@ def test_status_lists_deployments_with_readiness(bot, slack, kube):
     assert "qwen" in shown and "llama" in shown and "1/1 ready" in shown
 
 
+def test_help_lists_every_verb_or_explains_one(bot, slack):
+    everything = bot.slash("help", user=VIEWER).json()
+    assert everything["response_type"] == "ephemeral"
+    shown = html.unescape(str(everything["blocks"]))  # what Slack shows of `&lt;name&gt;`
+    assert all(verb in shown for verb in ("scale <name> <replicas>", "status", "approvals", "audit", "help <verb>"))
+    assert all(len(b["text"]["text"]) <= 3000 for b in everything["blocks"] if b["type"] == "section")
+
+    one = html.unescape(str(bot.slash("help scale", user=VIEWER).json()["blocks"]))
+    assert "scale <name> <replicas>" in one and "operator role" in one and "audit" not in one
+    wrong = bot.slash("help scael", user=VIEWER).json()
+    assert "unknown verb" in str(wrong).lower() and "scale" in str(wrong)
+
+
 def test_health_and_metrics_endpoints(bot, slack):
     import requests
 
-    assert requests.get(f"{bot.url}/healthz", timeout=5).json() == {"ok": True, "database": "ok"}
+    assert requests.get(f"{bot.url}/healthz", timeout=5).json() == {"ok": True, "database": "ok", "draining": False}
     bot.slash("help", user=VIEWER)
     metrics = requests.get(f"{bot.url}/metrics", timeout=5).text
     assert 'infer_bot_commands_total{outcome="ok",verb="help"} 1.0' in metrics

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.config import load_config
-from bot.infra import check_drift_all
+from bot.app import build_runtime, make_client
+from bot.config import Settings, load_config
 from bot.local_slack import Call, LocalSlack
-from bot.storage import Store, make_engine
 from tests.conftest import (
     ADMIN,
     APPROVER,
@@ -30,7 +32,7 @@ from tests.conftest import (
     text_of,
     wait_until,
 )
-from tests.support.botproc import BotProcess, Database
+from tests.support.botproc import BOT_TOKEN, BotProcess, Database
 from tests.test_terraform import MODULE, SECRET, TERRAFORM, needs_terraform
 
 pytestmark = needs_terraform
@@ -295,14 +297,27 @@ def test_drift_behind_the_bots_back_is_reported_with_a_fix_button_and_lock_error
 def test_the_scheduled_drift_check_is_quiet_when_clean_and_reports_drift(infra: Infra):
     infra.provision("alpha")
     config = load_config(infra.bot.config_path)
-    store = Store(make_engine(infra.bot.database_url))
-    [first] = check_drift_all(config, store)
-    wait_until(lambda: infra.db.operation(first)["status"] == "succeeded", what="clean check done")
-    assert [c for c in infra.slack.calls if c.params.get("channel") == DRIFT_CHANNEL] == []
+    settings = Settings(slack_bot_token=BOT_TOKEN, slack_api_url=infra.slack.api_url,
+                        infer_bot_database_url=infra.bot.database_url)
+    # Two more replicas' schedulers fire the 06:00 slot with the serving bot: one check, not two.
+    replicas = [build_runtime(config, settings, client=make_client(settings)) for _ in range(2)]
+    try:
+        def fire(day: int) -> int:
+            slot = datetime(2026, 11, day, 6, 0, 3, tzinfo=UTC)
+            queued = [replica.scheduled_drift_check(now=slot) for replica in replicas]
+            assert sorted(map(len, queued)) == [0, 1]
+            return (queued[0] or queued[1])[0]
 
-    subprocess.run([TERRAFORM, "apply", "-auto-approve", "-input=false", "-no-color", "-var", "nodes=1"],
-                   cwd=infra.workspace("alpha"), check=True, capture_output=True)
-    [second] = check_drift_all(config, store)
+        first = fire(27)
+        wait_until(lambda: infra.db.operation(first)["status"] == "succeeded", what="clean check done")
+        assert [c for c in infra.slack.calls if c.params.get("channel") == DRIFT_CHANNEL] == []
+
+        subprocess.run([TERRAFORM, "apply", "-auto-approve", "-input=false", "-no-color", "-var", "nodes=1"],
+                       cwd=infra.workspace("alpha"), check=True, capture_output=True)
+        second = fire(28)
+    finally:
+        for replica in replicas:
+            replica.close()
     report = infra.slack.wait_for(lambda c: c.params.get("channel") == DRIFT_CHANNEL, timeout=30)
     assert "Drift in alpha" in text_of(report) and not report.params.get("thread_ts")
     assert "terraform_data.node[1]" in text_of(report)
@@ -336,3 +351,50 @@ def test_plan_and_apply_through_the_bot_against_terraform_alone(infra: Infra, tm
         print(f"\nterraform alone (init+plan+show+apply): {alone:.2f} s; through the bot (command → "
               f"card {planned:.2f} s → approve → succeeded): {through_bot:.2f} s; ratio {through_bot / alone:.1f}")
     assert through_bot < alone + 15  # the bot adds seconds, not minutes
+
+
+def _terraform_applying(workspace: Path) -> list[int]:
+    """Pids of the terraform apply running in `workspace` (its -chdir names the folder)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if f"-chdir={workspace}".encode() in argv and b"apply" in argv:
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def test_a_killed_or_timed_out_apply_fails_with_its_reason_and_frees_the_lock(
+        make_bot: Callable[..., BotProcess], kube, slack: LocalSlack, tmp_path: Path):
+    module = tmp_path / "module"
+    shutil.copytree(MODULE, module)
+    bot = make_bot(roles={"admin": [ADMIN], "approver": [APPROVER], "operator": [OPERATOR]},
+                   terraform={"root": str(module), "workdir": str(tmp_path / "ws"), "name_var": "cluster_name",
+                              "timeout_minutes": 0.15, "progress_seconds": 0.3})
+    infra = Infra(bot, slack, Database(bot.database_url), module, tmp_path / "ws")
+
+    # Killed from outside (the OOM killer, an admin) half-way through.
+    bot.slash("provision alpha var.nodes=2 var.delay_seconds=60", user=ADMIN)
+    card = infra.card()
+    infra.approve(card)
+    pids = wait_until(lambda: _terraform_applying(infra.workspace("alpha")), what="terraform apply running")
+    time.sleep(1)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    failed = infra.said_in_thread(card.response["ts"], "Failed")
+    assert "killed (SIGKILL)" in text_of(failed) and "drift check" in text_of(failed)
+    assert "terraform_data.node" in text_of(failed)  # what it was changing
+    assert infra.db.operation(int(op_id_of(card)))["status"] == "failed"
+    assert infra.db.rows("SELECT count(*) AS n FROM locks")[0]["n"] == 0
+
+    # Past terraform.timeout_minutes (9 s here): stopped, reported, lock freed.
+    bot.slash("provision beta var.nodes=1 var.delay_seconds=60", user=ADMIN)
+    card = infra.card(n=2)
+    infra.approve(card)
+    failed = infra.said_in_thread(card.response["ts"], "Failed", timeout=90)
+    assert "did not finish within" in text_of(failed)
+    assert infra.db.rows("SELECT count(*) AS n FROM locks")[0]["n"] == 0
+    assert not _terraform_applying(infra.workspace("beta"))
+    assert [r["action"] for r in infra.db.audit(int(op_id_of(card)))][-1] == "failed"
