@@ -40,8 +40,8 @@ DRIFT_SLOT = "drift-check"  # the digest-slot name that stands for the scheduled
 class ListenerPool(ThreadPoolExecutor):
     """Bolt's listener executor, counting work in flight so the console can wait for quiet."""
 
-    def __init__(self, max_workers: int) -> None:
-        super().__init__(max_workers=max_workers, thread_name_prefix="listener")
+    def __init__(self, max_workers: int, name: str = "listener") -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=name)
         self._lock = threading.Lock()
         self._in_flight = 0
 
@@ -82,9 +82,15 @@ class Runtime:
     app: App
     worker: Worker
     listeners: ListenerPool
+    work: ListenerPool | None = None  # what follows an ack (handlers' slow part), off the listener threads
     deps: Deps | None = None
     digests: DigestStore | None = None
     scheduler: DigestScheduler | None = None  # started by `serve` only
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing in flight: no listener, no after-ack work, no running operation."""
+        return self.listeners.idle and (self.work is None or self.work.idle) and not self.worker.busy
 
     def start_scheduler(self) -> DigestScheduler:
         """Scheduled digests (config `digests:` and channel subscriptions) in this process."""
@@ -147,12 +153,14 @@ def build_runtime(config: Config, settings: Settings, *, client: WebClient | Non
     clusters = Clusters(config, store)  # the store: clusters the bot provisioned
     worker = Worker(store, config, clusters, client)
     digests = DigestStore(store)
+    work = ListenerPool(max_workers=32, name="work")
     deps = Deps(config=config, store=store, policy=policy, clusters=clusters,
                 approval_ttl=timedelta(hours=config.operations.approval_timeout_hours),
-                wake_worker=worker.wake, command=config.slack.command, digests=digests)
-    listeners = ListenerPool(max_workers=32)
+                wake_worker=worker.wake, command=config.slack.command, digests=digests, run_later=work.submit)
+    # Listener threads only verify, dispatch and ack, so a few suffice; the slow part goes to `work`.
+    listeners = ListenerPool(max_workers=16)
     app = build_app(settings, client, deps, listeners)
-    return Runtime(config, settings, store, policy, clusters, client, app, worker, listeners, deps=deps,
+    return Runtime(config, settings, store, policy, clusters, client, app, worker, listeners, work=work, deps=deps,
                    digests=digests)
 
 

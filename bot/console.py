@@ -50,15 +50,38 @@ def render_blocks(blocks: list[dict[str, Any]]) -> str:
                 lines.append(block["text"]["text"])
             for f in block.get("fields", []):
                 lines.append("  " + f["text"].replace("\n", ": ", 1))
+            accessory = block.get("accessory") or {}
+            if accessory.get("type") == "button":  # e.g. a suggestion's Apply, beside its text
+                lines.append(f"  {_button(accessory)}")
         elif kind == "context":
             lines.append("  " + " ".join(e.get("text", "") for e in block.get("elements", [])))
         elif kind == "actions":
-            lines.append("  " + "  ".join(
-                f"[{e['text']['text']} → :click {e['action_id']} {e.get('value', '')}]"
-                for e in block.get("elements", []) if e.get("type") == "button"))
+            lines.append("  " + "  ".join(_button(e) for e in block.get("elements", []) if e.get("type") == "button"))
         elif kind == "divider":
             lines.append("-" * 40)
     return unescape("\n".join(lines))
+
+
+def _files(params: dict[str, Any]) -> list[dict[str, Any]]:
+    files = params.get("files")
+    if isinstance(files, str):  # form-encoded JSON, as slack_sdk sends it
+        try:
+            files = json.loads(files)
+        except ValueError:
+            return []
+    return [f for f in files or [] if isinstance(f, dict)]
+
+
+def _button(element: dict[str, Any]) -> str:
+    return f"[{element['text']['text']} → :click {element['action_id']} {element.get('value', '')}]"
+
+
+def _buttons(block: dict[str, Any]) -> list[dict[str, Any]]:
+    """The buttons a block holds: an actions block's elements, or a section's accessory."""
+    if block.get("type") == "actions":
+        return [e for e in block.get("elements", []) if e.get("type") == "button"]
+    accessory = block.get("accessory") or {}
+    return [accessory] if accessory.get("type") == "button" else []
 
 
 class Console:
@@ -86,6 +109,11 @@ class Console:
             self._print(f"[only {p.get('user')} sees] {body}")
         elif call.method == "response_url":
             self._print(f"[only you see] {body}")
+        elif call.method == "files.completeUploadExternal":
+            # The digest's chart: the console cannot show the image, so it says where Slack would.
+            names = ", ".join(f.get("title") or f.get("id", "") for f in _files(p))
+            where = f"thread of {p['thread_ts']}" if p.get("thread_ts") else f"#{p.get('channel_id')}"
+            self._print(f"[↳ {where}] (file: {names})")
         elif call.method == "views.open":
             title = (p.get("view") or {}).get("title", {}).get("text", "")
             self._print(f"[form opened: {title}]")
@@ -152,7 +180,7 @@ class Console:
     def _find_button(self, action_id: str, value: str) -> dict[str, Any] | None:
         for message in reversed(self.slack.messages(self.channel)):
             for block in message.get("blocks") or []:
-                for e in block.get("elements", []) if block.get("type") == "actions" else []:
+                for e in _buttons(block):
                     if e.get("action_id") == action_id and e.get("value") == value:
                         return message
         return None
@@ -175,7 +203,7 @@ class Console:
         seen, quiet_since = len(self.slack.calls), time.monotonic()
         while time.monotonic() < deadline:
             time.sleep(0.05)
-            if len(self.slack.calls) != seen or not self.runtime.listeners.idle or self.runtime.worker.busy:
+            if len(self.slack.calls) != seen or not self.runtime.quiet:
                 seen, quiet_since = len(self.slack.calls), time.monotonic()
                 continue
             if time.monotonic() - quiet_since > 0.2 and not self.runtime.store.list_operations(
@@ -225,8 +253,9 @@ def run_console(config: Config | None, settings: Settings, *, sandbox: bool, use
                               channel=channel, out=out)
             if sandbox:
                 personas = "; sandbox personas: " + ", ".join(f"{u} ({r})" for u, r in PERSONAS.items())
+                notes = "".join(f"{note}\n" for note in box.notes) if box is not None else ""
                 print("infer-bot console: SANDBOX (an emulated local cluster; nothing real is changed)\n"
-                      + CONSOLE_HELP.format(personas=personas) + f"You are {user} in #{channel}.", file=out)
+                      + notes + CONSOLE_HELP.format(personas=personas) + f"You are {user} in #{channel}.", file=out)
             console.loop(stdin)
             console.wait()
             runtime.close()

@@ -70,9 +70,20 @@ def on_command(ack: Callable[..., Any], command: dict[str, Any], context: dict[s
         return
 
     ack()  # everything below may talk to a cluster: Slack must have its answer within 3 s
-    if not deps.first_delivery(command):
-        return
     inv = Invocation(user=user, channel=channel, deps=deps, client=client, respond=respond)
+    # Off Bolt's listener threads: a burst of slow commands must not delay the next request's ack.
+    deps.run_later(_first_delivery_then_run, command, cmd, inv)
+
+
+def _first_delivery_then_run(command: dict[str, Any], cmd: Command, inv: Invocation) -> None:
+    try:
+        if not inv.deps.first_delivery(command):
+            return
+    except Exception:
+        log.exception("cannot record the delivery of %s; not acting on it", cmd.verb)
+        inv.reply(blocks.refusal("I cannot reach my database just now; nothing was changed. Try again in a "
+                                 "minute.", sandbox=inv.sandbox))
+        return
     run(cmd, inv)
 
 

@@ -159,6 +159,8 @@ class Deps:
     wake_worker: Callable[[], None]
     command: str = "/infer"
     digests: DigestRows | None = None
+    # Runs work that follows an ack (the wiring gives a thread pool of its own); inline by default.
+    run_later: Callable[..., Any] = staticmethod(lambda fn, *args: fn(*args))  # type: ignore[assignment]
 
     def first_delivery(self, body: dict[str, Any]) -> bool:
         """False when this Slack delivery was acted on already (a retry, or a replayed request).
