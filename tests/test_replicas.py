@@ -3,15 +3,19 @@ default): every click, approval and operation acts exactly once, whichever repli
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bot.sandbox.environment import node
-from tests.conftest import APPROVER, APPROVER2, OPERATOR, card_for, model, op_id_of, text_of, wait_until
+from tests.conftest import ADMIN, APPROVER, APPROVER2, OPERATOR, card_for, model, op_id_of, text_of, wait_until
 from tests.support.botproc import Database
+from tests.test_terraform import MODULE, needs_terraform
+from tests.test_terraform_bot import apply_card
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -103,3 +107,50 @@ def test_a_running_operation_always_holds_its_lock(make_bot, slack, kube, databa
         time.sleep(0.05)
     statuses = [r["status"] for r in db.rows("SELECT status FROM operations")]
     assert seen_running and len(statuses) >= 2 and set(statuses) == {"succeeded"}
+
+
+def test_a_scheduled_digest_is_posted_once_by_three_replicas(make_bot, slack, kube, postgres, tmp_path):
+    # Both databases in one test, so the suite waits for one cron slot, not two.
+    urls = {"C0DIGESTPG": postgres.new_database(), "C0DIGESTSQ": f"sqlite:///{tmp_path / 'shared.sqlite3'}"}
+    # The first minute boundary at least 20 s ahead, so all replicas are up when it fires.
+    slot = (datetime.now(UTC) + timedelta(seconds=80)).replace(second=0, microsecond=0)
+    for channel, url in urls.items():
+        digests = [{"channel": channel, "cron": f"{slot.minute} {slot.hour} * * *", "timezone": "UTC"}]
+        for _ in range(3):
+            make_bot(database_url=url, digests=digests)
+    for channel, url in urls.items():
+        db = Database(url)
+        wait_until(lambda db=db: db.rows("SELECT status FROM digest_posts WHERE status <> 'claimed'"),
+                   timeout=max(0, (slot - datetime.now(UTC)).total_seconds()) + 40, what=f"the digest in {channel}")
+    time.sleep(2)  # let any (wrong) second post show itself
+    for channel, url in urls.items():
+        posts = [c for c in slack.calls_to("chat.postMessage")
+                 if c.params.get("channel") == channel and not c.params.get("thread_ts")]
+        assert len(posts) == 1 and "digest" in text_of(posts[0]).lower(), channel
+        rows = Database(url).rows("SELECT period, status FROM digest_posts")
+        assert rows == [{"period": slot.strftime("%Y-%m-%dT%H:%MZ"), "status": "posted"}], channel
+
+
+@needs_terraform
+def test_a_queued_terraform_run_starts_exactly_once_across_replicas(make_bot, slack, kube, database_url, tmp_path):
+    module = tmp_path / "module"
+    shutil.copytree(MODULE, module)
+    terraform = {"root": str(module), "workdir": str(tmp_path / "ws"), "name_var": "cluster_name",
+                 "progress_seconds": 0.3}
+    replicas = [make_bot(database_url=database_url, terraform=terraform) for _ in range(3)]
+    db = Database(database_url)
+    replicas[0].slash("provision alpha var.delay_seconds=3", user=ADMIN)
+    first = apply_card(slack)
+    replicas[1].click("op_approve", op_id_of(first), user=APPROVER, message_ts=first.response["ts"])
+    wait_until(lambda: db.operation(int(op_id_of(first)))["status"] == "running", what="first apply running")
+    replicas[2].slash("provision alpha var.nodes=1", user=ADMIN)  # waits for the workspace's lock
+    second = apply_card(slack, n=2, timeout=60)
+    replicas[0].click("op_approve", op_id_of(second), user=APPROVER, message_ts=second.response["ts"])
+    slack.wait_for(lambda c: c.params.get("thread_ts") == second.response["ts"] and "Succeeded" in text_of(c),
+                   timeout=60)
+    time.sleep(1)
+    kinds = [(r["kind"], r["status"]) for r in db.rows("SELECT kind, status FROM operations ORDER BY id")]
+    assert kinds == [("plan", "succeeded"), ("provision", "succeeded")] * 2
+    started = db.rows("SELECT operation_id FROM audit_log WHERE action = 'started'")
+    assert sorted(Counter(r["operation_id"] for r in started).values()) == [1, 1, 1, 1]
+    assert db.rows("SELECT count(*) AS n FROM locks")[0]["n"] == 0
