@@ -44,7 +44,8 @@ def main() -> int:
         began = time.perf_counter()
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         bare.append(time.perf_counter() - began)
-    print(f"infer-bot --help: median {statistics.median(times):.2f} s over {runs} runs "
+    help_s = statistics.median(times)
+    print(f"infer-bot --help: median {help_s:.2f} s over {runs} runs "
           f"(bare interpreter start {statistics.median(bare):.2f} s; target <= 1 s)")
 
     with tempfile.TemporaryDirectory() as tmp, KubeEmulator() as kube, LocalSlack(bot_token=BOT_TOKEN) as slack:
@@ -54,9 +55,12 @@ def main() -> int:
         try:
             time.sleep(1 if args.quick else 5)  # idle: worker and heartbeat threads ticking
             assert bot.proc is not None
-            print(f"idle infer-bot serve: {rss_mib(bot.proc.pid):.0f} MiB resident (target <= 150 MiB)")
+            rss = rss_mib(bot.proc.pid)
+            print(f"idle infer-bot serve: {rss:.0f} MiB resident (target <= 150 MiB)")
         finally:
             bot.stop()
+    print(f"target: idle RSS ≤ 150 MiB → {rss:.0f} MiB ({'met' if rss <= 150 else f'MISSED by {rss - 150:.0f} MiB'}); "
+          f"--help ≤ 1 s → {help_s:.2f} s ({'met' if help_s <= 1 else f'MISSED by {help_s - 1:.2f} s'})")
     return 0
 
 

@@ -54,6 +54,9 @@ def main() -> int:
           f"in {elapsed:.1f} s")
     for kind, count in sorted(kinds.items()):
         print(f"  {count:>3}  {kind}")
+    watches = sum(count for kind, count in kinds.items() if kind.startswith("WATCH"))
+    print(f"target: a small constant per change, a watch not polling → {len(calls)} API requests, "
+          f"{watches} of them watches (run with a longer --ready-delay: the count must not grow)")
     return 0
 
 

@@ -8,6 +8,7 @@ from bot.clusters import Clusters
 from bot.config import Config, Settings
 from bot.storage import make_engine
 from ops.errors import OpsError
+from ops.metrics import PromError, probe
 
 
 def run_check(config: Config, settings: Settings) -> int:
@@ -33,6 +34,19 @@ def run_check(config: Config, settings: Settings) -> int:
             report(f"cluster {cluster.name}", True, f"Kubernetes {clusters.get(cluster).ping()}")
         except OpsError as exc:
             report(f"cluster {cluster.name}", False, exc.message)
+
+    # Each cluster's Prometheus: digests and `/infer metrics` read it; a dead one would only show up
+    # as ":warning: no data" in tomorrow's digest.
+    for cluster in config.clusters:
+        if not cluster.prometheus_url:
+            print(f"skip prometheus {cluster.name}: no `prometheus_url` (digests will say so for this cluster)")
+            continue
+        try:
+            version = probe(cluster.prometheus_url, timeout=min(10.0, config.metrics.timeout_seconds))
+            report(f"prometheus {cluster.name}", True, f"Prometheus {version} at {cluster.prometheus_url} answers "
+                   "queries")
+        except PromError as exc:
+            report(f"prometheus {cluster.name}", False, str(exc))
 
     if settings.slack_bot_token:
         from bot.app import make_client

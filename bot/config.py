@@ -53,6 +53,9 @@ class ClusterConfig(_Strict):
     approvals: int = Field(default=1, ge=0, le=5)
     max_replicas: int = Field(default=20, ge=1, le=1000)
     rollout_timeout_seconds: float = Field(default=600, gt=0)
+    # Where `/infer test` sends requests; {name} and {namespace} are filled in. Default: the release's
+    # Service by in-cluster DNS (the bot runs in the cluster).
+    inference_url: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ClusterConfig:
@@ -61,11 +64,23 @@ class ClusterConfig(_Strict):
         return self
 
 
+# `set.<key>=` keys a deploy may override; anything else is refused. Engine tuning and the image tag,
+# not what runs where or as whom (image repository, service account, node placement).
+DEFAULT_ALLOWED_SETS = [
+    "modelParameters.gpuMemoryUtilization", "modelParameters.maxModelLen", "modelParameters.maxNumSeqs",
+    "modelParameters.maxNumBatchedTokens", "modelParameters.tensorParallelSize", "inference.modelServer.image.tag",
+    "inference.modelServer.deployment.minReplicas", "inference.modelServer.deployment.maxReplicas",
+]
+
+
 class ChartConfig(_Strict):
     path: str | None = None
     repo: str = "https://awslabs.github.io/ai-on-eks-charts/"
     name: str = "inference-charts"
     version: str = "0.2.1"
+    allowed_sets: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_SETS))
+    cache_dir: str | None = None  # where a pulled chart version is kept (default: the temp folder)
+    timeout_seconds: float = Field(default=60, gt=0)  # one helm command
 
 
 class CatalogConfig(_Strict):
@@ -137,6 +152,9 @@ class MetricsConfig(_Strict):
     idle_util_pct: float = Field(default=10, ge=0, le=100)  # accelerator time below this is idle (idle cost)
     # A digest whose time passed while no bot process ran still posts if one starts within this.
     misfire_grace_seconds: float = Field(default=900, ge=1)
+    # Digests built and posted at the same time; Slack paces each channel at ~1 message/s, so
+    # channels only stay independent while they have a thread each.
+    digest_workers: int = Field(default=64, ge=1, le=256)
 
 
 class AdvisorConfig(_Strict):

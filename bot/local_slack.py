@@ -500,6 +500,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # A restarted console must be able to rebind a fixed port it just released.
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a fan-out posting to dozens of channels at once had
+    # connections reset, which Slack itself never does.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], slack: LocalSlack) -> None:
         super().__init__(address, _Handler)

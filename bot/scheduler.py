@@ -23,10 +23,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.config import Config
@@ -84,17 +86,30 @@ class Schedule:
     source: str  # "config" | "subscription"
 
 
+
 class DigestScheduler:
-    def __init__(self, config: Config, digests: DigestStore, post: PostDigest, *, sync_seconds: float = 30) -> None:
+    def __init__(self, config: Config, digests: DigestStore, post: PostDigest, *, sync_seconds: float = 30,
+                 workers: int | None = None) -> None:
+        """`workers`: digests posted at the same time (default `metrics.digest_workers`).
+
+        Slack lets one channel have one message per second, so a digest is mostly waiting; with
+        APScheduler's default pool of 10, fifty channels subscribed at 09:00 would post ten at a
+        time. Each channel gets its own thread up to `workers`; the build is shared
+        (handlers.digest.SharedBuilds), so more threads do not mean more PromQL.
+        """
         self.config = config
         self.digests = digests
         self.post = post
         self.grace = timedelta(seconds=config.metrics.misfire_grace_seconds)
         self.sync_seconds = sync_seconds
+        self.workers = workers or config.metrics.digest_workers
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
-            "coalesce": True, "max_instances": 1, "misfire_grace_time": int(self.grace.total_seconds())})
+        self._scheduler = BackgroundScheduler(
+            timezone=UTC, executors={"default": ThreadPoolExecutor(max_workers=self.workers)},
+            job_defaults={"coalesce": True, "max_instances": 1,
+                          "misfire_grace_time": int(self.grace.total_seconds())})
         self._schedules: dict[str, Schedule] = {}
+        self._triggers: dict[str, BaseTrigger] = {}
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -105,7 +120,25 @@ class DigestScheduler:
         self.sync()
         self._scheduler.add_job(self._sync_quietly, IntervalTrigger(seconds=self.sync_seconds, timezone=UTC),
                                 id="sync-subscriptions", replace_existing=True)
+        self._catch_up(datetime.now(UTC))
         self._scheduler.start()
+
+    def _catch_up(self, now: datetime) -> None:
+        """Post the digests whose time passed less than the misfire grace ago (a restart at 09:00).
+
+        The job store is in memory, so APScheduler's own misfire_grace_time only covers a process
+        that was running but late; a process that starts at 09:05 would wait for tomorrow. The run
+        claims the slot it stands for like any other, so a slot another replica posted is not
+        posted again.
+        """
+        for schedule in list(self._schedules.values()):
+            trigger = self._triggers.get(schedule.job_id)
+            if trigger is None or latest_fire_time(trigger, now, self.grace) is None:
+                continue
+            log.info("digest for %s: its time passed %s ago at most, posting it now", schedule.channel, self.grace)
+            self._scheduler.add_job(self.run, DateTrigger(now, timezone=UTC), args=(schedule, trigger),
+                                    id=f"catch-up:{schedule.job_id}", replace_existing=True,
+                                    name=f"late digest {schedule.channel}")
 
     def stop(self) -> None:
         if self._scheduler.running:
@@ -134,6 +167,7 @@ class DigestScheduler:
             if schedule.source == "subscription" and job_id not in wanted:
                 self._scheduler.remove_job(job_id)
                 del self._schedules[job_id]
+                self._triggers.pop(job_id, None)
         for job_id, schedule in wanted.items():
             if self._schedules.get(job_id) != schedule:
                 self._put(schedule)
@@ -154,6 +188,7 @@ class DigestScheduler:
         self._scheduler.add_job(self.run, trigger, args=(schedule, trigger), id=schedule.job_id,
                                 replace_existing=True, name=f"digest {schedule.channel}")
         self._schedules[schedule.job_id] = schedule
+        self._triggers[schedule.job_id] = trigger
 
     def fire_now(self, job_id: str) -> None:
         """Run a schedule's job at once (tests, and operators who want to see the next digest now)."""

@@ -22,7 +22,7 @@ from datetime import timedelta
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import infra
+from bot import infra, releases
 from bot.clusters import Clusters
 from bot.config import Config
 from bot.logs import operation_context
@@ -103,6 +103,11 @@ EXECUTORS: dict[str, Executor] = {
     "drift": infra.run_plan,
     "provision": infra.run_apply,
     "destroy": infra.run_apply,
+    # Model releases (bot/releases.py): apply the approved manifests as a new revision, then watch.
+    "deploy": releases.run_deploy,
+    "rollback": releases.run_rollback,
+    "autoscale": releases.run_autoscale,
+    "undeploy": releases.run_undeploy,
 }
 
 

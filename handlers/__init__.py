@@ -14,6 +14,9 @@ def register(app: Any, command: str) -> None:
     app.action("op_reject")(decisions.on_reject)
     app.view("reject_reason")(decisions.on_reject_submit)
     app.action("drift_fix")(provision.on_drift_fix)
+    from handlers import deploy
+
+    app.view(deploy.SECRET_CALLBACK)(deploy.on_secret_submit)
     from handlers import digest
 
     app.action("suggestion_apply")(digest.on_apply)

@@ -32,6 +32,7 @@ class Invocation:
     deps: Deps
     client: WebClient
     respond: Callable[..., Any]
+    trigger_id: str = ""  # lets a verb open a modal (views.open) for a few seconds after the command
 
     @property
     def sandbox(self) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from handlers import blocks, history, info, models, provision, scale
+from handlers import blocks, deploy, history, info, models, provision, scale
 from handlers import digest as digests
 from handlers.base import Invocation, Refusal
 from handlers.deps import Deps
@@ -19,7 +19,7 @@ from ops.errors import OpsError
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Command, Invocation], None]
+Handler = Callable[[Command, Invocation], object]  # verbs that request a change return its operation
 
 # Where each verb is executed. A verb missing here parses but is answered as not available yet.
 HANDLERS: dict[str, Handler] = {
@@ -27,6 +27,12 @@ HANDLERS: dict[str, Handler] = {
     "models": models.list_models,
     "status": info.status,
     "scale": scale.request,
+    "deploy": deploy.deploy,
+    "undeploy": deploy.undeploy,
+    "rollback": deploy.rollback,
+    "autoscale": deploy.autoscale,
+    "test": deploy.test,
+    "secret": deploy.secret,
     "approvals": history.approvals,
     "ops": history.operations,
     "audit": history.audit,
@@ -70,7 +76,8 @@ def on_command(ack: Callable[..., Any], command: dict[str, Any], context: dict[s
         return
 
     ack()  # everything below may talk to a cluster: Slack must have its answer within 3 s
-    inv = Invocation(user=user, channel=channel, deps=deps, client=client, respond=respond)
+    inv = Invocation(user=user, channel=channel, deps=deps, client=client, respond=respond,
+                     trigger_id=str(command.get("trigger_id") or ""))
     # Off Bolt's listener threads: a burst of slow commands must not delay the next request's ack.
     deps.run_later(_first_delivery_then_run, command, cmd, inv)
 

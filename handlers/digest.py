@@ -27,7 +27,7 @@ from handlers.base import Invocation, Refusal
 from handlers.deps import Deps, DigestRows
 from handlers.metrics import ACTIONS
 from handlers.parse import Command, UsageError, parse
-from ops import instances
+from ops import instances, releases
 from ops.advisor import Suggestion, thresholds_from
 from ops.digest import ClusterSource, Digest, build
 from ops.errors import OpsError
@@ -79,14 +79,41 @@ def _rows(deps: Deps) -> DigestRows:
 
 
 def store_suggestions(rows: DigestRows, channel: str, post_id: int | None,
-                      suggestions: Sequence[Suggestion]) -> dict[str, int]:
+                      suggestions: Sequence[Suggestion], deps: Deps | None = None) -> dict[str, int]:
     """Suggestions that map to an operation get a row; its id is what their Apply button carries."""
-    actionable = [s for s in suggestions if s.action is not None]
+    commands = {s.key: _command(s, deps) for s in suggestions if s.action is not None}
+    actionable = [s for s in suggestions if commands.get(s.key)]
     ids = rows.save_suggestions(channel, post_id, [
         {"cluster": s.cluster, "namespace": s.namespace, "deployment": s.deployment, "rule": s.rule,
-         "title": s.title, "command": s.action.command if s.action else "",
-         "evidence": dict(s.evidence)} for s in actionable])
+         "title": s.title, "command": commands[s.key], "evidence": dict(s.evidence)} for s in actionable])
     return {s.key: i for s, i in zip(actionable, ids, strict=True)}
+
+
+def _command(s: Suggestion, deps: Deps | None) -> str:
+    """The slash command the Apply button requests; "" when no operation of this bot can do it.
+
+    An instance change is a deploy of the release's own preset with `instance=`, so only a release
+    the bot deployed (its workload carries the preset) gets a button; a model server installed by
+    hand gets the advice alone. The approval card then shows exactly which fields change.
+    """
+    assert s.action is not None
+    if s.action.verb != "instance":
+        return s.action.command
+    if deps is None:
+        return ""
+    name, instance = s.action.args
+    cluster = deps.clusters.lookup(s.cluster)
+    if cluster is None:
+        return ""
+    try:
+        found = releases.releases(releases.ReleaseApi(deps.clusters.get(cluster)), s.namespace, name)
+    except Exception as exc:  # a cluster that does not answer now: the advice still posts, without a button
+        log.info("no Apply for %s/%s: cannot read the release (%s)", s.cluster, name, type(exc).__name__)
+        return ""
+    if not found or not found[0].preset:
+        return ""
+    return " ".join(["deploy", found[0].preset, f"name={name}", f"instance={instance}",
+                     f"replicas={found[0].desired}", f"namespace={s.namespace}", f"cluster={s.cluster}"])
 
 
 # ---- posting --------------------------------------------------------------------------------------
@@ -136,12 +163,70 @@ def summary_of(d: Digest, thread_messages: int, files: Sequence[str]) -> dict[st
             "thread_messages": thread_messages, "files": list(files)}
 
 
+class _Built:
+    """One built digest and its chart, drawn at most once however many channels post it."""
+
+    def __init__(self, digest: Digest, deps: Deps | None = None) -> None:
+        self.digest = digest
+        self.deps = deps  # held so that id(deps) in SharedBuilds' key cannot be reused while cached
+        self.at = time.monotonic()
+        self._chart: bytes | None = None
+        self._drawn = False
+        self._lock = threading.Lock()
+
+    def chart(self) -> bytes | None:
+        with self._lock:
+            if not self._drawn:
+                self._chart, self._drawn = _chart(self.digest), True
+            return self._chart
+
+
+class SharedBuilds:
+    """Digests of the same clusters requested within `ttl` seconds share one build (single flight).
+
+    Fifty channels subscribed at 09:00 would otherwise cost fifty times the queries and fifty
+    charts; this way a fan-out costs one digest's PromQL (a constant) and one chart. Keyed by the
+    bot (its Deps) and the cluster names; the window's end is the first caller's "now".
+    """
+
+    def __init__(self, ttl: float = 60.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[tuple[int, tuple[str, ...]], _Built] = {}
+        self._locks: dict[tuple[int, tuple[str, ...]], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, deps: Deps, clusters: Sequence[str]) -> _Built:
+        key = (id(deps), tuple(sorted(clusters)))
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # the others wait for the one build in flight instead of starting their own
+            entry = self._entries.get(key)
+            if entry is None or time.monotonic() - entry.at > self.ttl:
+                entry = _Built(build_digest(deps, clusters), deps)
+                with self._guard:
+                    now = time.monotonic()
+                    for old in [k for k, e in self._entries.items() if now - e.at > self.ttl]:
+                        del self._entries[old]
+                    self._entries[key] = entry
+            return entry
+
+
+SHARED = SharedBuilds()
+
+
 def post_digest(client: WebClient, deps: Deps, channel: str, clusters: Sequence[str] = (),
-                post_id: int | None = None, *, digest: Digest | None = None) -> Posted:
-    """Build (unless given) and post one digest: message, overflow in the thread, chart and table files."""
-    d = digest or build_digest(deps, clusters)
-    apply_ids = store_suggestions(_rows(deps), channel, post_id, d.suggestions)
-    render = digest_blocks.render_digest(d, apply_ids, sandbox=deps.config.sandbox)
+                post_id: int | None = None, *, digest: Digest | None = None,
+                layout: digest_blocks.Layout = digest_blocks.Layout()) -> Posted:
+    """Build (unless given) and post one digest: message, overflow in the thread, chart and table files.
+
+    Safe to call from many threads at once for different channels (that is what the scheduler and
+    post_digests do): the pacing is per channel, so channels do not wait for each other, and
+    callers within a minute of each other share one build (SharedBuilds).
+    """
+    built = _Built(digest) if digest is not None else SHARED.get(deps, clusters)
+    d = built.digest
+    apply_ids = store_suggestions(_rows(deps), channel, post_id, d.suggestions, deps)
+    render = digest_blocks.render_digest(d, apply_ids, sandbox=deps.config.sandbox, layout=layout)
     with PACER.slot(channel):
         resp = client.chat_postMessage(channel=channel, text=render.main.text, blocks=render.main.blocks)
     ts = str(resp["ts"])
@@ -149,7 +234,7 @@ def post_digest(client: WebClient, deps: Deps, channel: str, clusters: Sequence[
         with PACER.slot(channel):
             client.chat_postMessage(channel=channel, thread_ts=ts, text=message.text, blocks=message.blocks)
     files = []
-    chart = _chart(d)
+    chart = built.chart()
     if chart is not None and _upload(client, channel, ts, chart, "digest.png",
                                      f"Accelerator utilization and p95 latency, last {d.window_hours:g} h"):
         files.append("digest.png")
@@ -157,6 +242,36 @@ def post_digest(client: WebClient, deps: Deps, channel: str, clusters: Sequence[
                                                 f"All {len(d.deployments)} deployments"):
         files.append("digest.csv")
     return Posted(ts, summary_of(d, len(render.thread), files))
+
+
+def post_digests(client: WebClient, deps: Deps, channels: Sequence[str], clusters: Sequence[str] = (), *,
+                 max_workers: int = 32, layout: digest_blocks.Layout = digest_blocks.Layout()
+                 ) -> dict[str, Posted | Exception]:
+    """Post the same clusters' digest to many channels at once: one build, then one thread per channel.
+
+    Slack allows about one message per second per channel, so channels must not wait for each
+    other: N channels take about as long as one (while N ≤ max_workers). A channel that fails gets
+    its exception in the result; the others still post.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    out: dict[str, Posted | Exception] = {}
+    if not channels:
+        return out
+    SHARED.get(deps, clusters)  # build once before fanning out (the threads would wait for it anyway)
+
+    def one(channel: str) -> Posted | Exception:
+        try:
+            return post_digest(client, deps, channel, clusters, layout=layout)
+        except Exception as exc:  # one channel's refusal (not_in_channel…) must not stop the others
+            log.warning("digest for %s failed: %s", channel, exc)
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(channels))),
+                            thread_name_prefix="digest-post") as pool:
+        for channel, result in zip(channels, pool.map(one, channels), strict=True):
+            out[channel] = result
+    return out
 
 
 def _chart(d: Digest) -> bytes | None:
@@ -210,7 +325,8 @@ def _now(cmd: Command, inv: Invocation) -> None:
     rows = _rows(inv.deps)
     post_id = rows.claim_post(inv.channel, f"{MANUAL}{uuid.uuid4().hex}", inv.user)
     try:
-        posted = post_digest(inv.client, inv.deps, inv.channel, names, post_id)
+        posted = post_digest(inv.client, inv.deps, inv.channel, names, post_id,
+                             layout=digest_blocks.Layout(sort=cmd.options.get("sort") or "severity"))
     except SlackApiError as exc:
         error = exc.response.get("error", "error")
         if post_id is not None:
@@ -305,7 +421,7 @@ def metrics(cmd: Command, inv: Invocation) -> None:
         raise Refusal(f"no metrics for `{name}` in namespace `{namespace}` of `{cluster.name}` over the last "
                       f"{d.window_hours:g} h. `/infer status cluster={cluster.name}` lists what runs there.",
                       cmd.usage, cluster=cluster.name)
-    apply_ids = store_suggestions(_rows(inv.deps), inv.channel, None, report.suggestions)
+    apply_ids = store_suggestions(_rows(inv.deps), inv.channel, None, report.suggestions, inv.deps)
     inv.reply(digest_blocks.metrics_message(report, d, apply_ids, sandbox=inv.sandbox))
 
 
@@ -376,8 +492,8 @@ def _request(cmd: Command, inv: Invocation) -> Any:
     handler = HANDLERS.get(cmd.verb)
     if handler is None:
         raise Refusal(f"`{cmd.verb}` is not available in this version of the bot yet; run the change by hand.")
-    handler(cmd, inv)
-    return None
+    operation = handler(cmd, inv)
+    return operation if getattr(operation, "id", None) is not None else None
 
 
 def _max_replicas(deps: Deps) -> int:

@@ -40,6 +40,38 @@ SEVERITY_ICON = {3: ":red_circle:", 2: ":large_orange_circle:", 1: ":large_yello
 APPLY_ACTION = "suggestion_apply"
 
 
+SORTS = ("severity", "cost")
+
+
+def ordered(reports: Sequence[DeploymentReport], sort: str) -> list[DeploymentReport]:
+    """The deployments in the order the digest shows them (ops.digest.build already sorts by severity)."""
+    if sort == "cost":
+        return sorted(reports, key=lambda r: (-(r.cost_per_day or 0), -r.severity, r.metrics.cluster, r.metrics.name))
+    return list(reports)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How much of a digest goes in the message, how the rest is split in the thread, when a CSV takes over.
+
+    The defaults fit Slack's limits with room to spare; a channel that wants a shorter message (or
+    a test that wants overflow with five deployments) passes its own.
+    """
+
+    main_deployments: int = MAIN_DEPLOYMENTS
+    main_suggestions: int = MAIN_SUGGESTIONS
+    thread_sections: int = THREAD_SECTIONS
+    file_threshold: int = FILE_THRESHOLD
+    sort: str = "severity"  # "severity": most severe first, then most expensive; "cost": most expensive first
+
+    def __post_init__(self) -> None:
+        if self.sort not in SORTS:
+            raise ValueError(f"digest sort must be one of {', '.join(SORTS)}, not {self.sort!r}")
+        if min(self.main_deployments, self.main_suggestions, self.file_threshold) < 0 or not (
+                1 <= self.thread_sections <= MAX_BLOCKS - 1):
+            raise ValueError(f"digest layout out of range: {self}")
+
+
 @dataclass
 class DigestRender:
     main: Message
@@ -60,6 +92,10 @@ def _md(text: str) -> MarkdownTextObject:
 
 def money(v: float | None) -> str:
     return "n/a" if v is None else f"${v:,.2f}"
+
+
+def per_day(v: float | None) -> str:
+    return "n/a" if v is None else f"{money(v)}/day"
 
 
 def pct(v: float | None, digits: int = 1) -> str:
@@ -192,8 +228,8 @@ def headline_fields(d: Digest) -> list[MarkdownTextObject]:
                                             f"({worst.metrics.cluster})")
     return [
         _md(f"*Accelerator utilization*\n{util_icon}{pct(util)} (target {target:g} %)"),
-        _md(f"*Cost*\n{money(d.cost_per_day)}/day"),
-        _md(f"*Idle cost* (below {d.idle_util_pct:g} % util)\n{money(d.idle_cost_per_day)}/day"
+        _md(f"*Cost*\n{per_day(d.cost_per_day)}"),
+        _md(f"*Idle cost* (below {d.idle_util_pct:g} % util)\n{per_day(d.idle_cost_per_day)}"
             + (f" · {idle_share:.0f} %" if idle_share is not None else "")),
         _md(f"*Worst latency*\n{worst_text}"),
         _md(f"*Deployments*\n{len(d.deployments)} · {len(d.suggestions)} suggestions"),
@@ -207,8 +243,9 @@ def _context(d: Digest) -> str:
 
 
 def _problems(d: Digest) -> str:
-    lines = [f":warning: *{c.name}*: no data — {escape(c.error or '')}. The other clusters are complete."
-             for c in d.down]
+    # "The others are complete" only when there are others that answered: with one cluster it would mislead.
+    rest = " The other clusters are complete." if len(d.down) < len(d.clusters) else ""
+    lines = [f":warning: *{c.name}*: no data — {escape(c.error or '')}.{rest}" for c in d.down]
     for c in d.clusters:
         for warning in c.warnings[:3]:
             lines.append(f":grey_exclamation: *{c.name}*: some figures missing — {escape(_clip(warning, 300))}")
@@ -231,22 +268,22 @@ class _Budget:
 
 
 def render_digest(d: Digest, apply_ids: Mapping[str, int], *, sandbox: bool = False,
-                  title: str = "Inference digest") -> DigestRender:
+                  title: str = "Inference digest", layout: Layout = Layout()) -> DigestRender:
     """apply_ids: suggestion key → stored suggestion id (the Apply button's value)."""
     blocks: list[Block] = []
     if sandbox:
         blocks.append(ContextBlock(elements=[_md(SANDBOX_LABEL)]))
     blocks += [HeaderBlock(text=_clip(f"{title} · {d.end:%a %d %b %H:%M} UTC", 150)),
                SectionBlock(fields=headline_fields(d)),
-               ContextBlock(elements=[_md(_context(d))])]
+               ContextBlock(elements=[_md(f"{_context(d)} · sorted by {layout.sort}")])]
     problems = _problems(d)
     if problems:
         blocks.append(SectionBlock(text=_md(problems)))
     blocks.append(DividerBlock())
     budget = _Budget(MAX_BLOCKS - len(blocks), TEXT_BUDGET - sum(len(str(b.to_dict())) for b in blocks))
-    reports, suggestions = list(d.deployments), d.suggestions
+    reports, suggestions = ordered(d.deployments, layout.sort), d.suggestions
     shown_reports = 0
-    for report in reports[:MAIN_DEPLOYMENTS]:
+    for report in reports[:layout.main_deployments]:
         # Keep room for the overflow note, the suggestions header and a few suggestions.
         if not budget.take(section := deployment_section(report), reserve=4 + min(3, len(suggestions))):
             break
@@ -254,7 +291,7 @@ def render_digest(d: Digest, apply_ids: Mapping[str, int], *, sandbox: bool = Fa
         shown_reports += 1
     rest_reports = reports[shown_reports:]
     if rest_reports:
-        where = "in the CSV file in the thread" if len(reports) > FILE_THRESHOLD else "in the thread"
+        where = "in the CSV file in the thread" if len(reports) > layout.file_threshold else "in the thread"
         note = ContextBlock(elements=[_md(f"…and {len(rest_reports)} more deployments {where}.")])
         budget.take(note)
         blocks.append(note)
@@ -264,7 +301,7 @@ def render_digest(d: Digest, apply_ids: Mapping[str, int], *, sandbox: bool = Fa
         if budget.take(header, reserve=2):
             blocks += [DividerBlock(), header]
             budget.blocks -= 1
-            for s in suggestions[:MAIN_SUGGESTIONS]:
+            for s in suggestions[:layout.main_suggestions]:
                 if not budget.take(section := suggestion_section(s, apply_ids.get(s.key)), reserve=1):
                     break
                 blocks.append(section)
@@ -273,22 +310,23 @@ def render_digest(d: Digest, apply_ids: Mapping[str, int], *, sandbox: bool = Fa
     if rest_suggestions:
         blocks.append(ContextBlock(elements=[_md(f"…and {len(rest_suggestions)} more suggestions in the thread.")]))
     text = (f"{title}: utilization {pct(d.util_mean)} (target {d.thresholds.util_target_pct:g} %), "
-            f"cost {money(d.cost_per_day)}/day, idle {money(d.idle_cost_per_day)}/day, "
+            f"cost {per_day(d.cost_per_day)}, idle {per_day(d.idle_cost_per_day)}, "
             f"{len(suggestions)} suggestions")
     render = DigestRender(Message(text=_clip(text, 3000), blocks=[b.to_dict() for b in blocks]))
-    if len(reports) > FILE_THRESHOLD:
+    if len(reports) > layout.file_threshold:
         render.table_csv = table_csv(d)
     else:
-        render.thread += _chunks("More deployments", [deployment_section(r) for r in rest_reports], sandbox)
+        render.thread += _chunks("More deployments", [deployment_section(r) for r in rest_reports], sandbox,
+                                 layout.thread_sections)
     render.thread += _chunks("More suggestions", [suggestion_section(s, apply_ids.get(s.key))
-                                                  for s in rest_suggestions], sandbox)
+                                                  for s in rest_suggestions], sandbox, layout.thread_sections)
     return render
 
 
-def _chunks(title: str, sections: Sequence[SectionBlock], sandbox: bool) -> list[Message]:
+def _chunks(title: str, sections: Sequence[SectionBlock], sandbox: bool, per_message: int) -> list[Message]:
     messages: list[Message] = []
     current: list[Block] = []
-    budget = _Budget(THREAD_SECTIONS)
+    budget = _Budget(per_message)
 
     def flush() -> None:
         if current:
@@ -299,7 +337,7 @@ def _chunks(title: str, sections: Sequence[SectionBlock], sandbox: bool) -> list
     for section in sections:
         if not budget.take(section):
             flush()
-            current, budget = [], _Budget(THREAD_SECTIONS)
+            current, budget = [], _Budget(per_message)
             budget.take(section)
         current.append(section)
     flush()
@@ -357,7 +395,7 @@ def metrics_message(r: DeploymentReport, d: Digest, apply_ids: Mapping[str, int]
         blocks.append(SectionBlock(text=_md(":large_green_circle: No suggestions: nothing here crosses the "
                                             "advisor's thresholds.")))
     blocks.append(ContextBlock(elements=[_md(_context(d))]))
-    text = f"{m.name}: utilization {pct(m.util_mean)}, p95 {secs(m.e2e_p95)}, {money(r.cost_per_day)}/day"
+    text = f"{m.name}: utilization {pct(m.util_mean)}, p95 {secs(m.e2e_p95)}, {per_day(r.cost_per_day)}"
     return Message(text=_clip(text, 3000), blocks=[b.to_dict() for b in blocks[:MAX_BLOCKS]])
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from handlers import blocks, infra_blocks
+from handlers import blocks, infra_blocks, release_blocks
 from handlers.base import Invocation
 from handlers.deps import ClusterConfig
 from handlers.parse import Command
+from ops import releases
 from ops.errors import OpsError
 
 
@@ -44,5 +45,16 @@ def status(cmd: Command, inv: Invocation) -> None:
     inv.authorize(cluster, "viewer", "status")
     namespace = cmd.options.get("namespace") or cluster.namespace
     kube = inv.deps.clusters.get(cluster)
-    deployments = [kube.get_deployment(cmd.args[0], namespace)] if cmd.args else kube.list_deployments(namespace)
-    inv.reply(blocks.status_message(cluster.name, namespace, deployments, sandbox=inv.sandbox))
+    name = cmd.args[0] if cmd.args else None
+    # Releases the bot deployed come first, with revision and endpoint; other Deployments follow.
+    found = releases.releases(releases.ReleaseApi(kube), namespace, name)
+    if name and found:
+        others = []
+    else:
+        deployments = [kube.get_deployment(name, namespace)] if name else kube.list_deployments(namespace)
+        ours = {(r.name, r.kind) for r in found}
+        others = [d for d in deployments if (d.name, "Deployment") not in ours]
+    if not found:
+        inv.reply(blocks.status_message(cluster.name, namespace, others, sandbox=inv.sandbox))
+        return
+    inv.reply(release_blocks.status_message(cluster.name, namespace, found, others, sandbox=inv.sandbox))

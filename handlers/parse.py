@@ -737,6 +737,7 @@ _VERB: Final = Value(Kind.VERB, "verb")
 _DIGEST_ACTION: Final = Value(Kind.CHOICE, "digest action", choices=("now", "subscribe", "unsubscribe", "list"))
 _CRON: Final = Value(Kind.CRON, "cron schedule", hint='5 fields, e.g. "0 9 * * *"')
 _TZ: Final = Value(Kind.TIME_ZONE, "time zone")
+_DIGEST_SORT: Final = Value(Kind.CHOICE, "sort", choices=("severity", "cost"))
 _SECRET: Final = Value(Kind.CHOICE, "secret", choices=("hf-token",))
 _PROMPT: Final = Value(Kind.TEXT, "prompt")
 
@@ -841,10 +842,10 @@ VERBS: Final[dict[str, VerbSpec]] = {
             args=(_CLUSTER_ARG,),
         ),
         _verb(
-            "digest", "now | subscribe <cron> [tz=<zone>] | unsubscribe | list",
+            "digest", "now [sort=severity|cost] | subscribe <cron> [tz=<zone>] | unsubscribe | list",
             "post the efficiency digest now, or manage this channel's schedule", "operator",
             args=(Arg("action", _DIGEST_ACTION), Arg("cron", _CRON, rest="words", when="subscribe")),
-            options=(Option("tz", _TZ, when="subscribe"),),
+            options=(Option("tz", _TZ, when="subscribe"), Option("sort", _DIGEST_SORT, when="now")),
         ),
         _verb("approvals", "", "list the changes waiting for approval", "viewer"),
         _verb("ops", "", "list running and recent operations", "viewer"),

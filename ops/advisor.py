@@ -53,7 +53,9 @@ def thresholds_from(overrides: Mapping[str, float]) -> Thresholds:
 class Action:
     """An operation the suggestion maps to, as the slash command that would request it."""
 
-    verb: str  # scale | autoscale | undeploy
+    # scale | autoscale | undeploy, or `instance` (args: name, instance type): not a verb of its own;
+    # the digest turns it into a deploy of the release's preset on that instance (handlers.digest).
+    verb: str
     args: tuple[str, ...]
     options: tuple[tuple[str, str], ...] = ()
 
@@ -187,7 +189,8 @@ def _underused(f: Facts, t: Thresholds) -> Suggestion | None:
         return _make(rule, f, f"{m.name}: a cheaper instance would do",
                      f"Move `{m.name}` to `{name}` ({_money(price)}/device-hour instead of "
                      f"{_money(f.price_per_device_hour)}), or share the GPU (time-slicing, MIG).",
-                     evidence, None, saving)
+                     evidence, Action("instance", (m.name, name), (("namespace", m.namespace), ("cluster", m.cluster))),
+                     saving)
     return _make(rule, f, f"{m.name}: share the accelerator",
                  f"`{m.name}` keeps its accelerator mostly idle: share it with another model (GPU time-slicing, "
                  "MIG or MPS) or batch more requests per replica.", evidence)

@@ -72,8 +72,9 @@ class _Q:
         self.scope = scope
         self.W = _dur(s.window)  # range selectors: increase() over exactly the window
         # Subqueries: ranges are closed on the left before Prometheus 3 (24h:5m has 289 steps there,
-        # 288 from 3.0 on); one second less gives window/step steps in every version.
-        self.WS = f"{_dur(s.window - timedelta(seconds=1))}:{_dur(s.step)}"
+        # 288 from 3.0 on); one millisecond less gives window/step steps in every version, and for
+        # any end time (with a whole second less, an end within a second of a step lost one step).
+        self.WS = f"{max(1, int(s.window.total_seconds() * 1000) - 1)}ms:{_dur(s.step)}"
         self.R = _dur(s.rate_window)
         self.owner = self._owner()
 
@@ -327,6 +328,29 @@ class Prometheus:
     def query_range(self, promql: str, start: datetime, end: datetime, step: timedelta) -> list[dict[str, Any]]:
         return list(self._post("/api/v1/query_range", {"query": promql, "start": _unix(start), "end": _unix(end),
                                                        "step": f"{step.total_seconds():g}"})["result"])
+
+
+def probe(url: str, timeout: float = 5.0, session: requests.Session | None = None) -> str:
+    """Is this Prometheus up and answering queries? Returns its version; raises PromError saying why not.
+
+    `/-/ready` alone would pass a Prometheus still replaying its WAL as "not ready" and a proxy
+    in front of it as ready; a trivial instant query is what a digest actually needs to work.
+    """
+    prom = Prometheus(url, timeout, session)
+    try:
+        resp = prom.session.get(f"{prom.url}/-/ready", timeout=(min(5.0, timeout), timeout))
+    except requests.ConnectionError as exc:
+        raise PromError(f"cannot connect to Prometheus at {prom.url} ({_reason(exc)})") from None
+    except requests.Timeout:
+        raise PromError(f"Prometheus at {prom.url} did not answer within {timeout:g} s") from None
+    if resp.status_code != 200:
+        raise PromError(f"Prometheus at {prom.url} is not ready (HTTP {resp.status_code} on /-/ready)")
+    prom.query("vector(1)", datetime.now().astimezone())
+    try:
+        version = prom.session.get(f"{prom.url}/api/v1/status/buildinfo", timeout=timeout).json()["data"]["version"]
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        version = "version unknown"  # older servers and some proxies do not answer it; not a failure
+    return str(version)
 
 
 def _reason(exc: Exception) -> str:

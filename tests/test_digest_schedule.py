@@ -132,3 +132,76 @@ def test_subscriptions_reach_the_scheduler_of_every_replica(two_replicas):
     first.digests.unsubscribe("C0OTHER")
     second.scheduler.sync()
     assert not any(s.job_id == "sub:C0OTHER" for s in second.scheduler.schedules)
+
+
+def test_many_channels_at_the_same_time_post_in_parallel_from_one_build(tmp_path):
+    """Twenty channels on one schedule: not ten at a time (APScheduler's default pool), and one build's PromQL."""
+    from ops.metrics import QUERIES
+
+    _, server = main_dataset()
+    channels = [f"C0FAN{i:02d}" for i in range(20)]
+    config = parse_config({
+        "clusters": [{"name": "dev", "prometheus_url": server.url}],
+        "digests": [{"channel": c, "cron": "0 9 * * *", "timezone": "UTC"} for c in channels],
+    }, "test")
+    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    with LocalSlack(bot_token=BOT_TOKEN) as slack:
+        slack.per_channel_limit(1, burst=1)
+        settings = Settings(infer_bot_database_url=url, slack_api_url=slack.api_url, slack_bot_token=BOT_TOKEN)
+        runtime = build_runtime(config, settings, client=make_client(settings))
+        try:
+            scheduler = runtime.start_scheduler()
+            assert scheduler.workers == config.metrics.digest_workers >= len(channels)
+            before = server.queries_logged()
+            for index, channel in enumerate(channels):
+                scheduler.fire_now(f"config:{index}:{channel}")
+            db = Database(url)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(db.rows(
+                    "SELECT * FROM digest_posts WHERE status = 'posted'")) < len(channels):
+                time.sleep(0.1)
+        finally:
+            runtime.close()
+        assert len(db.rows("SELECT * FROM digest_posts WHERE status = 'posted'")) == len(channels)
+        firsts = [min(c.at for c in slack.calls_to("chat.postMessage") if c.params.get("channel") == channel
+                      and c.status == 200) for channel in channels]
+        charts = [c for c in slack.calls_to("files.completeUploadExternal") if c.status == 200]
+        assert len(charts) == len(channels)
+        # Every channel's digest went out within one pacing second of the first: none waited for another
+        # channel's thread. A pool of 10 would have held the eleventh back until a first one was done.
+        print(f"\nfirst posts of {len(channels)} channels within {max(firsts) - min(firsts):.2f} s")
+        assert max(firsts) - min(firsts) < 1.0, sorted(round(f - min(firsts), 2) for f in firsts)
+        assert slack.calls_to("chat.postMessage")[0].status == 200 and all(
+            c.status == 200 for c in slack.calls_to("chat.postMessage"))  # and none was over Slack's limit
+    assert server.queries_logged() - before == len(QUERIES)  # one build for all twenty
+
+
+def test_a_bot_started_within_the_misfire_grace_posts_the_digest_it_missed(tmp_path):
+    """Restarted 5 minutes after a digest's time: posted now. 20 minutes after (grace 15 min): tomorrow."""
+    _, server = main_dataset()
+    now = datetime.now(UTC)
+    missed, too_late = now - timedelta(minutes=5), now - timedelta(minutes=20)
+    config = parse_config({
+        "clusters": [{"name": "dev", "prometheus_url": server.url}],
+        "metrics": {"misfire_grace_seconds": 900},
+        "digests": [{"channel": "C0LATE05", "cron": f"{missed.minute} {missed.hour} * * *", "timezone": "UTC"},
+                    {"channel": "C0LATE20", "cron": f"{too_late.minute} {too_late.hour} * * *", "timezone": "UTC"}],
+    }, "test")
+    url = f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    with LocalSlack(bot_token=BOT_TOKEN) as slack:
+        settings = Settings(infer_bot_database_url=url, slack_api_url=slack.api_url, slack_bot_token=BOT_TOKEN)
+        runtime = build_runtime(config, settings, client=make_client(settings))
+        try:
+            runtime.start_scheduler()
+            db = Database(url)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not db.rows("SELECT * FROM digest_posts WHERE status = 'posted'"):
+                time.sleep(0.1)
+            time.sleep(1.0)  # the other one has had time to post, were it going to
+        finally:
+            runtime.close()
+        [post] = db.rows("SELECT * FROM digest_posts")
+        assert post["channel_id"] == "C0LATE05" and post["period"] == missed.strftime("%Y-%m-%dT%H:%MZ")
+        assert [m["ts"] for m in slack.messages("C0LATE05") if "thread_ts" not in m or m["thread_ts"] == m["ts"]] == [
+            post["ts"]]
+        assert slack.messages("C0LATE20") == []

@@ -163,7 +163,11 @@ def test_dynamic_client_discovers_and_lists(api: ApiClient, apps: client.AppsV1A
 def test_create_fills_server_metadata(emulator: KubeEmulator, core: client.CoreV1Api, ns: str) -> None:
     created = core.create_namespaced_config_map(ns, configmap("meta"))
     assert created.metadata.uid and created.metadata.creation_timestamp
-    assert int(created.metadata.resource_version) == emulator.resource_version
+    # The server's counter: the object carries the version it was stored at (the fixture controller
+    # may have written other objects since, so the counter can only have moved on).
+    assert 0 < int(created.metadata.resource_version) <= emulator.resource_version
+    stored = core.read_namespaced_config_map("meta", ns)
+    assert stored.metadata.resource_version == created.metadata.resource_version
     assert created.metadata.generation == 1
     assert (created.api_version, created.kind, created.metadata.namespace) == ("v1", "ConfigMap", ns)
 

@@ -106,20 +106,62 @@ def test_scope_reads_one_deployment_with_the_same_queries(prom):
     assert server.queries_logged() - before == len(QUERIES)
 
 
-def test_a_query_prometheus_refuses_becomes_a_warning_not_a_failure(prom, monkeypatch):
+class RefusingProxy:
+    """Prometheus behind a proxy that answers one kind of query as Prometheus answers a bad one (HTTP 422).
+
+    The fault is injected on the wire, like the local Slack's 429s: the code under test is untouched.
+    """
+
+    def __init__(self, upstream: str, refuse: str) -> None:
+        import http.server
+        import threading
+        import urllib.parse
+
+        import requests
+
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                query = urllib.parse.parse_qs(body.decode()).get("query", [""])[0]
+                if refuse in query:
+                    proxy.refused += 1
+                    status, payload = 422, (b'{"status":"error","errorType":"execution",'
+                                            b'"error":"query processing would load too many samples"}')
+                else:
+                    upstream_resp = requests.post(upstream + self.path, data=body, timeout=30, headers={
+                        "Content-Type": self.headers.get("Content-Type", "")})
+                    status, payload = upstream_resp.status_code, upstream_resp.content
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.refused = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_query_prometheus_refuses_becomes_a_warning_not_a_failure(prom):
     dataset, server = prom
-    import ops.metrics as metrics
-
-    original = metrics.promql
-
-    def broken(settings, scope=None):
-        queries = original(settings, scope)
-        queries["kv"] = "sum(("  # a syntax error Prometheus answers with 400
-        return queries
-
-    monkeypatch.setattr(metrics, "promql", broken)
-    [cluster] = collect([Target("dev", server.url)], dataset.end)
-    assert cluster.error is None and any(w.startswith("kv:") for w in cluster.warnings)
+    proxy = RefusingProxy(server.url, refuse="kv_cache_usage_perc")
+    try:
+        [cluster] = collect([Target("dev", proxy.url)], dataset.end)
+    finally:
+        proxy.close()
+    assert proxy.refused == 1
+    assert cluster.error is None and [w[:4] for w in cluster.warnings] == ["kv: "]
+    assert "too many samples" in cluster.warnings[0]
     by_name = {m.name: m for m in cluster.deployments}
     assert by_name["busy-qwen"].kv_max is None and by_name["busy-qwen"].e2e_p95 == pytest.approx(30.0)
 
@@ -138,3 +180,14 @@ def test_queries_aggregate_by_deployment_and_accept_both_spellings():
     assert "exported_pod" in text and "exported_namespace" in text
     assert "kube_pod_owner" in text and "kube_replicaset_owner" in text and "@ end()" in text
     assert "by (namespace, deployment" in text
+
+
+def test_gpu_hours_and_cost_do_not_depend_on_when_within_a_step_the_digest_runs(prom):
+    """A digest at 08:59:59.5 counts the same 24 GPU-hours as one at 09:00 (not 23 h 55 min)."""
+    from datetime import timedelta
+
+    dataset, server = prom
+    [cluster] = collect([Target("dev", server.url)], dataset.end - timedelta(seconds=0.5))
+    by_name = {m.name: m for m in cluster.deployments}
+    assert by_name["unused-phi"].device_hours == pytest.approx(24.0)
+    assert by_name["idle-llama"].device_hours == pytest.approx(72.0)

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Protocol
 
+from bot.sandbox import operators
+
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
@@ -313,6 +315,11 @@ class Controller:
         self.failing_images: dict[str, str] = {}
         self.image_logs: dict[str, str] = {}
         self.virtual_node = "sandbox-node"
+        # pod -> a new Node for it, or None (bot/sandbox/operators.py's Karpenter stand-in); None: off
+        self.provision_nodes: Callable[[Obj], Obj | None] | None = None
+        # Run the LeaderWorkerSet and RayService stand-ins (bot/sandbox/operators.py); off by default so
+        # a test can own such objects' status itself.
+        self.custom_operators = False
         self.event_ttl = 3600.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: dict[Key, None] = {}  # an ordered set: each key reconciles once per wake-up
@@ -370,11 +377,13 @@ class Controller:
         meta = _meta(obj)
         namespace, name = meta.get("namespace") or "", meta.get("name", "")
         workload = api_version == "apps/v1" and kind in ("Deployment", "ReplicaSet", "StatefulSet")
-        if workload and event_type != "DELETED":
-            self._enqueue((kind, namespace, name))
+        custom = self.custom_operators and operators.KINDS.get(str(kind)) == api_version  # LWS, RayService
+        if (workload or custom) and event_type != "DELETED":
+            self._enqueue((str(kind), namespace, name))
         if api_version in ("apps/v1", "v1") and kind in ("ReplicaSet", "Pod"):
+            owners = ("Deployment", "ReplicaSet", "StatefulSet", *(operators.KINDS if self.custom_operators else ()))
             for ref in meta.get("ownerReferences") or []:
-                if ref.get("controller") and ref.get("kind") in ("Deployment", "ReplicaSet", "StatefulSet"):
+                if ref.get("controller") and ref.get("kind") in owners:
                     self._enqueue((ref["kind"], namespace, ref.get("name", "")))
         if api_version == "v1" and kind == "Pod":
             self._on_pod(event_type, obj)
@@ -395,6 +404,13 @@ class Controller:
     def _resync(self) -> None:
         for kind in ("Deployment", "ReplicaSet", "StatefulSet"):
             for obj in self.api.list("apps/v1", kind):
+                self._enqueue((kind, _meta(obj).get("namespace") or "", _meta(obj)["name"]))
+        for kind, api_version in operators.KINDS.items() if self.custom_operators else ():
+            try:
+                found = self.api.list(api_version, kind)
+            except ValueError:  # its CRD is not installed: no such operator in this cluster
+                continue
+            for obj in found:
                 self._enqueue((kind, _meta(obj).get("namespace") or "", _meta(obj)["name"]))
         for pod in self.api.list("v1", "Pod"):
             if (pod.get("spec") or {}).get("nodeName"):
@@ -446,6 +462,7 @@ class Controller:
             "StatefulSet": self._sync_statefulset,
             "Pod": self._sync_pod,
             "Scheduler": lambda _ns, _name: self._schedule_pending(),
+            **{kind: (lambda ns, n, kind=kind: operators.sync(self, kind, ns, n)) for kind in operators.KINDS},
         }
         try:
             handlers[kind](namespace, name)
@@ -867,6 +884,11 @@ class Controller:
         used = self._node_usage(pods)
         for pod in pending:
             node, message = self._pick_node(pod, nodes, used)
+            if node is None and self.provision_nodes is not None:
+                node = self.provision_nodes(pod)
+                if node is not None:
+                    nodes.append(node)
+                    node, message = self._pick_node(pod, nodes, used)
             if node is None:
                 self._mark_unschedulable(pod, message)
                 continue
@@ -995,9 +1017,25 @@ class Controller:
     def _failure(self, container: Mapping[str, Any]) -> str | None:
         return self.failing_images.get(str(container.get("image", "")))
 
+    def _missing_secret(self, pod: Obj, container: Mapping[str, Any]) -> str | None:
+        """The first Secret a container's environment needs that does not exist (the kubelet refuses
+        to start it: CreateContainerConfigError), or None."""
+        namespace = _meta(pod).get("namespace") or "default"
+        refs = [((e.get("valueFrom") or {}).get("secretKeyRef") or {}) for e in container.get("env") or []]
+        refs += [(e.get("secretRef") or {}) for e in container.get("envFrom") or []]
+        for ref in refs:
+            name = ref.get("name")
+            if name and not ref.get("optional") and self.api.get("v1", "Secret", namespace, name) is None:
+                return str(name)
+        return None
+
     def _start_pod(self, pod: Obj) -> None:
         meta, now = _meta(pod), _now()
         containers = (pod.get("spec") or {}).get("containers") or []
+        missing = {c.get("name"): self._missing_secret(pod, c) for c in containers}
+        if any(missing.values()):
+            self._config_error(pod, containers, missing)
+            return
         statuses = [self._started_status(pod, c, now) for c in containers]
         unready = [s["name"] for s in statuses if not s["ready"]]
         pulling = any(self._failure(c) == _PULL_FAILURE for c in containers)
@@ -1026,6 +1064,24 @@ class Controller:
         if any(self._failure(c) in _CRASH_FAILURES for c in containers):
             self._next_restart[meta["uid"]] = time.monotonic() + self.restart_backoff
             self._later(self.restart_backoff, ("Pod", meta.get("namespace") or "", meta["name"]))
+
+    def _config_error(self, pod: Obj, containers: list[Obj], missing: Mapping[Any, str | None]) -> None:
+        """Containers wait in CreateContainerConfigError; the kubelet retries until the Secret exists."""
+        meta = _meta(pod)
+        statuses = []
+        for c in containers:
+            secret = missing.get(c.get("name"))
+            state = ({"waiting": {"reason": "CreateContainerConfigError", "message": f'secret "{secret}" not found'}}
+                     if secret else {"waiting": {"reason": "ContainerCreating"}})
+            statuses.append(self._container_status(c, ready=False, state=state))
+        if statuses != _status(pod).get("containerStatuses"):
+            pod["status"] = {**_status(pod), "phase": "Pending", "containerStatuses": statuses}
+            self.api.put(pod)
+            for c in containers:
+                if missing.get(c.get("name")):
+                    self._record_event(pod, "Warning", "Failed", f'Error: secret "{missing[c.get("name")]}" not found',
+                                       "kubelet", f"spec.containers{{{c.get('name')}}}")
+        self._later(max(self.ready_delay, 0.5), ("Pod", meta.get("namespace") or "", meta["name"]))
 
     def _started_status(self, pod: Obj, container: Mapping[str, Any], now: str) -> Obj:
         failure = self._failure(container)

@@ -1,17 +1,32 @@
-"""The local sandbox: an emulated Kubernetes cluster with GPU nodes and model servers, a SQLite file,
-and a config whose roles are the console's personas. Nothing outside this machine is touched.
+"""The local sandbox: an emulated Kubernetes cluster with GPU nodes and model servers, a real
+Prometheus over a generated day of their metrics (when the `prometheus` package is installed), a
+SQLite file, and a config whose roles are the console's personas. Nothing outside this machine is
+touched.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bot.config import ClusterConfig, Config, OperationsConfig, Roles
+from bot.config import ChartConfig, ClusterConfig, Config, MetricsConfig, OperationsConfig, Roles
+from bot.sandbox import operators
 from bot.sandbox.kubeapi import KubeEmulator
+from bot.sandbox.metrics_data import (
+    SANDBOX_RATE_WINDOW,
+    PrometheusServer,
+    find_binaries,
+    free_port,
+    sandbox_cases,
+    sandbox_dataset,
+    serve_dataset,
+)
+from bot.sandbox.model_server import ModelServer
+from ops.helm import BUNDLED_CHART
 
 SEED = Path(__file__).with_name("seed.yaml")
 NAMESPACE = "default"
@@ -24,8 +39,15 @@ class Sandbox:
     emulator: KubeEmulator
     config: Config
     database_url: str
+    prometheus: PrometheusServer | None = None
+    notes: list[str] = field(default_factory=list)  # what the console tells the user at start
+    models: ModelServer | None = None  # answers `/infer test` for every release
 
     def stop(self) -> None:
+        if self.prometheus is not None:
+            self.prometheus.stop()
+        if self.models is not None:
+            self.models.stop()
         self.emulator.stop()
 
 
@@ -73,12 +95,44 @@ def start_sandbox(workdir: Path) -> Sandbox:
         emulator.put(node(spec))
     for spec in seed["deployments"]:
         emulator.put(deployment(spec))
+    operators.install(emulator, NAMESPACE)  # LWS, KubeRay, KEDA CRDs and node provisioning: every preset deploys
     kubeconfig = emulator.write_kubeconfig(workdir / "kubeconfig", context="sandbox", namespace=NAMESPACE)
+    prometheus, prometheus_url, notes = _start_prometheus(seed["deployments"], workdir / "prometheus")
+    models = ModelServer()
     config = Config(
         sandbox=True,
         roles=Roles(admin=["U0ADMIN"], approver=["U0APPROVER"], operator=["U0OPERATOR"]),
         clusters=[ClusterConfig(name="sandbox", kubeconfig=str(kubeconfig), context="sandbox",
-                                namespace=NAMESPACE, approvals=1, rollout_timeout_seconds=20)],
+                                namespace=NAMESPACE, approvals=1, rollout_timeout_seconds=20,
+                                prometheus_url=prometheus_url, inference_url=models.url)],
         operations=OperationsConfig(poll_seconds=0.2),
+        chart=ChartConfig(path=str(BUNDLED_CHART)),  # the project's inference chart: no chart download
+        # The generated data is sampled every 2 minutes: rate() needs a window spanning a few samples,
+        # and a local Prometheus that does not answer within 5 s is not going to.
+        metrics=MetricsConfig(rate_window_seconds=SANDBOX_RATE_WINDOW, timeout_seconds=5),
     )
-    return Sandbox(emulator=emulator, config=config, database_url=f"sqlite:///{workdir / 'sandbox.sqlite3'}")
+    return Sandbox(emulator=emulator, config=config, database_url=f"sqlite:///{workdir / 'sandbox.sqlite3'}",
+                   prometheus=prometheus, notes=notes, models=models)
+
+
+def _start_prometheus(deployments: list[dict[str, Any]], workdir: Path
+                      ) -> tuple[PrometheusServer | None, str, list[str]]:
+    """A real Prometheus over a generated day of the seed deployments' metrics, when it is installed.
+
+    Without it the cluster still gets a `prometheus_url` (a loopback port nobody listens on), so
+    that digests and `/infer metrics` show what they show for a Prometheus that is down, and the
+    console says why at start instead of leaving the user to guess.
+    """
+    if find_binaries() is None:
+        return None, f"http://127.0.0.1:{free_port()}", [
+            ":warning: No Prometheus in this sandbox: `prometheus`/`promtool` are not on PATH "
+            "(Debian: `apt-get install -y --no-install-recommends prometheus`). "
+            "Until then `/infer digest now` and `/infer metrics` report Prometheus as unreachable."]
+    try:
+        server = serve_dataset(sandbox_dataset(sandbox_cases(deployments, NAMESPACE)), workdir)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return None, f"http://127.0.0.1:{free_port()}", [
+            f":warning: The sandbox's Prometheus did not start ({exc}); digests report it as unreachable."]
+    names = ", ".join(d["name"] for d in deployments)
+    return server, server.url, [f"Prometheus at {server.url} holds a generated day of metrics for {names}: "
+                                "try `/infer digest now` or `/infer metrics <name>`."]

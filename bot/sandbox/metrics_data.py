@@ -1,0 +1,473 @@
+"""Generated Prometheus data: model servers with known, hand-computable behaviour, backfilled with
+`promtool tsdb create-blocks-from openmetrics` and served by a real `prometheus` on loopback.
+
+It lives in the product (not only the tests) because the local sandbox serves it too: there,
+`/infer digest now` and `/infer metrics` read a real Prometheus over this data. The tests reuse the
+same generator (tests/support/prometheus.py) with their own deployments and assert every figure.
+
+The data imitates what an ai-on-eks cluster scrapes (METRICS.md names only): DCGM per GPU (with the
+`exported_*` spelling where asked), neuron-monitor per NeuronCore, vLLM per pod, and
+kube-state-metrics (pod → ReplicaSet → Deployment owners, requests with the node, node instance
+types, replicas, restarts), plus noise the digest must ignore (coredns, an unassigned GPU).
+
+Every value is a constant, a two-level step or a straight line over the window, and counters grow
+linearly, so `rate()` is exact and each expected figure is a short formula (`DataSet.expected`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+INSTALL_HINT = ("Prometheus is not installed: run `apt-get install -y --no-install-recommends prometheus` "
+                "(Debian package; it includes promtool)")
+
+E2E_BUCKETS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+TPOT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.4)
+BLOCK = 7200  # promtool cuts 2-hour blocks; one input file per block keeps it to a single pass each
+
+
+def find_binaries() -> tuple[str, str] | None:
+    """(prometheus, promtool) from PATH, or None when either is missing."""
+    prom, tool = shutil.which("prometheus"), shutil.which("promtool")
+    return (prom, tool) if prom and tool else None
+
+
+def binaries() -> tuple[str, str]:
+    """(prometheus, promtool); raises RuntimeError with the install hint when the package is missing."""
+    found = find_binaries()
+    if found is None:
+        raise RuntimeError(INSTALL_HINT)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---- the deployments -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One deployment's behaviour over the 24 h window. Per-pod values unless said otherwise."""
+
+    name: str
+    instance_type: str
+    replicas: int
+    accelerator: str = "gpu"  # gpu | neuron
+    namespace: str = "default"
+    util: float = 50.0  # percent, per GPU (Neuron: per core, see core_utils)
+    low_util: float | None = None  # value during the first `low_hours` of the window
+    low_hours: float = 0.0
+    core_utils: tuple[float, ...] = ()  # Neuron: ratio per NeuronCore (0–1)
+    exported: bool = False  # DCGM labels as exported_namespace / exported_pod
+    fb_used: float = 8192.0  # MiB per GPU
+    fb_free: float = 16384.0
+    rps: float = 1.0  # finished requests per second per pod
+    abort: float = 0.0  # share of finished requests that were aborted
+    e2e: tuple[tuple[float, float], ...] = ((1.0, 0.4), (2.0, 0.4), (4.0, 0.2))  # (upper bound, share)
+    ttft: tuple[tuple[float, float], ...] = ((0.25, 0.8), (0.5, 0.2))
+    tpot: tuple[tuple[float, float], ...] = ((0.05, 0.5), (0.1, 0.5))
+    e2e_mean: float = 1.5
+    ttft_mean: float = 0.2
+    tpot_mean: float = 0.06
+    queue: tuple[float, float] = (0.0, 0.0)  # waiting requests per pod at window start, at window end
+    running: float = 4.0
+    kv: tuple[float, float] = (0.3, 0.3)  # KV-cache use in the first, the second half of the window
+    preemptions_per_s: float = 0.0
+    restarts_at_hours: tuple[float, ...] = ()  # restarts of the first pod, hours into the window
+
+    @property
+    def resource(self) -> str:
+        return "aws_amazon_com_neuron" if self.accelerator == "neuron" else "nvidia_com_gpu"
+
+    def pods(self) -> list[str]:
+        rs = _hash(self.name, 10)
+        return [f"{self.name}-{rs}-{_hash(self.name + str(i), 5)}" for i in range(self.replicas)]
+
+
+def _hash(text: str, n: int) -> str:
+    alphabet = "bcdfghjklmnpqrstvwxz2456789"
+    digest = hashlib.sha256(text.encode()).digest()
+    return "".join(alphabet[b % len(alphabet)] for b in digest[:n])
+
+
+# ---- expected values (the formulas the tests compare against) ------------------------------------
+
+
+def histogram_quantile(q: float, shares: Sequence[tuple[float, float]], bounds: Sequence[float]) -> float:
+    """Prometheus' histogram_quantile on cumulative shares: linear inside the bucket."""
+    cumulative = []
+    total = 0.0
+    for bound in bounds:
+        total += sum(share for upper, share in shares if upper == bound)
+        cumulative.append((bound, total))
+    rank = q * total
+    previous_bound, previous = 0.0, 0.0
+    for bound, count in cumulative:
+        if count >= rank:
+            return previous_bound + (bound - previous_bound) * (rank - previous) / (count - previous)
+        previous_bound, previous = bound, count
+    raise AssertionError("rank above the last bucket")
+
+
+def quantile(q: float, values: Sequence[float]) -> float:
+    """Prometheus' quantile_over_time: linear interpolation between the closest ranks."""
+    ordered = sorted(values)
+    rank = q * (len(ordered) - 1)
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass
+class DataSet:
+    cases: tuple[Case, ...]
+    end: datetime  # the window is (end − 24 h, end]; data runs on to end + `after`
+    interval: int = 60  # seconds between samples
+    step: int = 300  # the subquery step the expected values assume
+    window: int = 24 * 3600
+    before: int = 3600
+    after: int = 3600
+
+    @property
+    def window_start(self) -> float:
+        return self.end.timestamp() - self.window
+
+    # -- value functions of time (t in Unix seconds) ------------------------------------------------
+
+    def hours_in(self, t: float) -> float:
+        return (t - self.window_start) / 3600
+
+    def util(self, case: Case, t: float) -> float:
+        if case.low_util is not None and 0 < self.hours_in(t) <= case.low_hours:
+            return case.low_util
+        return case.util
+
+    def queue(self, case: Case, t: float) -> float:
+        start, end = case.queue
+        return start + (end - start) * (t - self.window_start) / self.window
+
+    def kv(self, case: Case, t: float) -> float:
+        return case.kv[0] if self.hours_in(t) <= 12 else case.kv[1]
+
+    def restarts(self, case: Case, t: float) -> int:
+        return sum(1 for h in case.restarts_at_hours if self.hours_in(t) >= h)
+
+    def steps(self) -> list[float]:
+        start = self.window_start
+        return [start + k * self.step for k in range(1, self.window // self.step + 1)]
+
+    # -- what the digest must report ------------------------------------------------------------------
+
+    def expected(self, name: str) -> dict[str, Any]:
+        case = next(c for c in self.cases if c.name == name)
+        steps = self.steps()
+        n = case.replicas
+        if case.accelerator == "neuron":
+            per_step = [100 * sum(case.core_utils) / len(case.core_utils)] * len(steps)
+            idle = sum(1 for u in case.core_utils if u * 100 < 10) / len(case.core_utils)
+        else:
+            per_step = [self.util(case, t) for t in steps]
+            idle = sum(1 for u in per_step if u < 10) / len(per_step)
+        rps = case.rps * n
+        queue = [self.queue(case, t) * n for t in steps]
+        kv = [self.kv(case, t) for t in steps]
+        has_traffic = rps > 0
+        out: dict[str, Any] = {
+            "accelerator": case.accelerator,
+            "instance_type": case.instance_type,
+            "devices": float(n),
+            "device_hours": float(n * self.window / 3600),
+            "util_mean": sum(per_step) / len(per_step),
+            "util_p95": quantile(0.95, per_step),
+            "idle_share": idle,
+            "rps_mean": rps,
+            "requests": rps * self.window,
+            "abort_share": case.abort,
+            "queue_mean": sum(queue) / len(queue),
+            "queue_max": max(queue),
+            "queue_slope_per_hour": (case.queue[1] - case.queue[0]) * n / (self.window / 3600),
+            "kv_mean": sum(kv) / len(kv),
+            "kv_max": max(kv),
+            "preemptions": case.preemptions_per_s * n * self.window,
+            "replicas_desired": n,
+            "replicas_available": n,
+            "restarts": len(case.restarts_at_hours),
+        }
+        if case.accelerator == "gpu":
+            out["mem_used_mib"] = case.fb_used * n
+            out["mem_total_mib"] = (case.fb_used + case.fb_free) * n
+        if has_traffic:
+            out.update(
+                e2e_p50=histogram_quantile(0.5, case.e2e, E2E_BUCKETS),
+                e2e_p95=histogram_quantile(0.95, case.e2e, E2E_BUCKETS),
+                e2e_p99=histogram_quantile(0.99, case.e2e, E2E_BUCKETS),
+                ttft_p95=histogram_quantile(0.95, case.ttft, TTFT_BUCKETS),
+                tpot_mean=case.tpot_mean,
+            )
+        return out
+
+    # -- the series ---------------------------------------------------------------------------------
+
+    def series(self) -> Iterator[tuple[str, dict[str, str], Callable[[float], float]]]:
+        origin = self.window_start - self.before  # counters are 0 here and grow linearly
+
+        def counter(per_s: float) -> Callable[[float], float]:
+            return lambda t: per_s * (t - origin)
+
+        def const(v: float) -> Callable[[float], float]:
+            return lambda t: v
+
+        ksm = {"job": "kube-state-metrics", "instance": "10.0.0.5:8080"}
+        node_index = 0
+        for case in self.cases:
+            rs = f"{case.name}-{_hash(case.name, 10)}"
+            yield ("kube_replicaset_owner", {**ksm, "namespace": case.namespace, "replicaset": rs,
+                                             "owner_kind": "Deployment", "owner_name": case.name,
+                                             "owner_is_controller": "true"}, const(1))
+            dep = {**ksm, "namespace": case.namespace, "deployment": case.name}
+            yield "kube_deployment_spec_replicas", dep, const(case.replicas)
+            yield "kube_deployment_status_replicas_available", dep, const(case.replicas)
+            for index, pod in enumerate(case.pods()):
+                node_index += 1
+                node = f"ip-10-0-{node_index // 250}-{node_index % 250}.us-west-2.compute.internal"
+                yield ("kube_node_labels", {**ksm, "node": node,
+                                            "label_node_kubernetes_io_instance_type": case.instance_type}, const(1))
+                who = {"namespace": case.namespace, "pod": pod}
+                yield ("kube_pod_owner", {**ksm, **who, "owner_kind": "ReplicaSet", "owner_name": rs,
+                                          "owner_is_controller": "true"}, const(1))
+                req = {**ksm, **who, "container": "vllm", "node": node}
+                yield ("kube_pod_container_resource_requests", {**req, "resource": case.resource,
+                                                                "unit": "integer"}, const(1))
+                yield "kube_pod_container_resource_requests", {**req, "resource": "cpu", "unit": "core"}, const(4)
+                restarts = (lambda c: lambda t: float(self.restarts(c, t)))(case) if index == 0 else const(0)
+                yield ("kube_pod_container_status_restarts_total", {**ksm, **who, "container": "vllm"}, restarts)
+                yield from self._accelerator(case, who, node)
+                yield from self._vllm(case, who, counter, const)
+        yield from self._noise()
+
+    def _accelerator(self, case: Case, who: dict[str, str], node: str
+                     ) -> Iterator[tuple[str, dict[str, str], Callable[[float], float]]]:
+        if case.accelerator == "neuron":
+            for core, ratio in enumerate(case.core_utils):
+                yield ("neuroncore_utilization_ratio", {"job": "neuron-monitor", "instance": node, **who,
+                                                        "neuroncore": str(core)}, lambda t, r=ratio: r)
+            return
+        if case.exported:  # scraped through the exporter's pod, with honorLabels off
+            owner = {"namespace": "monitoring", "pod": f"dcgm-exporter-{_hash(node, 5)}",
+                     "exported_namespace": who["namespace"], "exported_pod": who["pod"], "exported_container": "vllm"}
+        else:
+            owner = {**who, "container": "vllm"}
+        labels = {"job": "dcgm-exporter", "gpu": "0", "UUID": f"GPU-{_hash(who['pod'], 12)}", "device": "nvidia0",
+                  "modelName": "NVIDIA A10G", "Hostname": node, **owner}
+        yield "DCGM_FI_DEV_GPU_UTIL", labels, (lambda c: lambda t: self.util(c, t))(case)
+        yield "DCGM_FI_DEV_FB_USED", labels, lambda t, v=case.fb_used: v
+        yield "DCGM_FI_DEV_FB_FREE", labels, lambda t, v=case.fb_free: v
+
+    def _vllm(self, case: Case, who: dict[str, str], counter: Callable[[float], Callable[[float], float]],
+              const: Callable[[float], Callable[[float], float]]
+              ) -> Iterator[tuple[str, dict[str, str], Callable[[float], float]]]:
+        labels = {"job": "vllm", "instance": f"{who['pod']}:8000", "model_name": case.name, **who}
+        for metric, shares, bounds, mean in (
+                ("vllm:e2e_request_latency_seconds", case.e2e, E2E_BUCKETS, case.e2e_mean),
+                ("vllm:time_to_first_token_seconds", case.ttft, TTFT_BUCKETS, case.ttft_mean),
+                ("vllm:time_per_output_token_seconds", case.tpot, TPOT_BUCKETS, case.tpot_mean)):
+            cumulative = 0.0
+            for bound in bounds:
+                cumulative += sum(share for upper, share in shares if upper == bound)
+                yield f"{metric}_bucket", {**labels, "le": f"{bound:g}"}, counter(case.rps * cumulative)
+            yield f"{metric}_bucket", {**labels, "le": "+Inf"}, counter(case.rps)
+            yield f"{metric}_count", labels, counter(case.rps)
+            yield f"{metric}_sum", labels, counter(case.rps * mean)
+        yield ("vllm:request_success_total", {**labels, "finished_reason": "stop"},
+               counter(case.rps * (1 - case.abort)))
+        yield "vllm:request_success_total", {**labels, "finished_reason": "abort"}, counter(case.rps * case.abort)
+        yield "vllm:num_preemptions_total", labels, counter(case.preemptions_per_s)
+        yield "vllm:num_requests_running", labels, const(case.running)
+        yield "vllm:num_requests_waiting", labels, (lambda c: lambda t: self.queue(c, t))(case)
+        yield "vllm:kv_cache_usage_perc", labels, (lambda c: lambda t: self.kv(c, t))(case)
+
+    def _noise(self) -> Iterator[tuple[str, dict[str, str], Callable[[float], float]]]:
+        ksm = {"job": "kube-state-metrics", "instance": "10.0.0.5:8080"}
+        yield ("kube_deployment_spec_replicas", {**ksm, "namespace": "kube-system", "deployment": "coredns"},
+               lambda t: 2.0)
+        yield ("kube_replicaset_owner", {**ksm, "namespace": "kube-system", "replicaset": "coredns-5d78c9869d",
+                                         "owner_kind": "Deployment", "owner_name": "coredns"}, lambda t: 1.0)
+        yield ("kube_pod_owner", {**ksm, "namespace": "kube-system", "pod": "coredns-5d78c9869d-abcde",
+                                  "owner_kind": "ReplicaSet", "owner_name": "coredns-5d78c9869d"}, lambda t: 1.0)
+        yield ("kube_pod_container_resource_requests", {**ksm, "namespace": "kube-system",
+                                                        "pod": "coredns-5d78c9869d-abcde", "container": "coredns",
+                                                        "node": "ip-10-0-9-9", "resource": "cpu", "unit": "core"},
+               lambda t: 0.1)
+        # A GPU no pod holds: the exporter's own pod (a DaemonSet's) must not count as a model server.
+        yield ("kube_pod_owner", {**ksm, "namespace": "monitoring", "pod": "dcgm-exporter-zzzzz",
+                                  "owner_kind": "DaemonSet", "owner_name": "dcgm-exporter"}, lambda t: 1.0)
+        yield ("DCGM_FI_DEV_GPU_UTIL", {"job": "dcgm-exporter", "gpu": "1", "UUID": "GPU-unassigned",
+                                        "Hostname": "ip-10-0-9-9", "namespace": "monitoring",
+                                        "pod": "dcgm-exporter-zzzzz"}, lambda t: 0.0)
+
+    # -- files ----------------------------------------------------------------------------------------
+
+    def write_openmetrics(self, directory: Path) -> list[Path]:
+        """One OpenMetrics file per 2-hour block (promtool then reads each file once)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        first = self.window_start - self.before
+        last = self.end.timestamp() + self.after
+        times = [first + i * self.interval for i in range(int((last - first) // self.interval) + 1)]
+        chunks: dict[int, list[float]] = {}
+        for t in times:
+            chunks.setdefault(int(t) // BLOCK, []).append(t)
+        series = [(_series_id(name, labels), fn) for name, labels, fn in self.series()]
+        paths = []
+        for block, ts in sorted(chunks.items()):
+            path = directory / f"{block}.om"
+            with path.open("w", encoding="utf-8") as out:
+                for ident, fn in series:
+                    out.write("".join(f"{ident} {fn(t):.6g} {t:.0f}\n" for t in ts))
+                out.write("# EOF\n")
+            paths.append(path)
+        return paths
+
+
+def _series_id(name: str, labels: dict[str, str]) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return f"{name}{{{inner}}}"
+
+
+def backfill(files: Sequence[Path], data_dir: Path) -> None:
+    _, promtool = binaries()
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    def one(path: Path) -> None:
+        proc = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", "-q", str(path), str(data_dir)],
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"promtool failed on {path.name}: {proc.stderr[-2000:]}")
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(one, files))
+
+
+@dataclass
+class PrometheusServer:
+    """`prometheus` over a backfilled data dir, on a free loopback port, logging every query."""
+
+    data_dir: Path
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def query_log(self) -> Path:
+        return self.workdir / "queries.log"
+
+    def start(self, timeout: float = 30) -> PrometheusServer:
+        prometheus, _ = binaries()
+        config = self.workdir / "prometheus.yml"
+        # No scrape jobs: the head stays empty and the backfilled blocks are all there is.
+        config.write_text(f"global:\n  query_log_file: {self.query_log}\nscrape_configs: []\n", encoding="utf-8")
+        self._log = (self.workdir / "prometheus.log").open("ab")
+        self.proc = subprocess.Popen([
+            prometheus, f"--config.file={config}", f"--storage.tsdb.path={self.data_dir}",
+            # Retention counts back from the newest block; the data is ~a day old at most, but a
+            # short retention would delete blocks at start-up.
+            "--storage.tsdb.retention.time=10y", f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn"], stdout=self._log, stderr=self._log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {(self.workdir / 'prometheus.log').read_text()[-2000:]}")
+            try:
+                if requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("prometheus did not become ready")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if hasattr(self, "_log"):
+            self._log.close()
+
+    def queries_logged(self) -> int:
+        """Queries Prometheus has evaluated so far (its own query log, one JSON line each)."""
+        try:
+            return sum(1 for line in self.query_log.read_text(encoding="utf-8").splitlines() if line.strip())
+        except FileNotFoundError:
+            return 0
+
+
+def aligned_now(step: int = 300) -> datetime:
+    now = int(time.time())
+    return datetime.fromtimestamp(now - now % step, UTC)
+
+
+def serve_dataset(dataset: DataSet, workdir: Path) -> PrometheusServer:
+    files = dataset.write_openmetrics(workdir / "openmetrics")
+    backfill(files, workdir / "data")
+    for path in files:
+        path.unlink()
+    return PrometheusServer(workdir / "data", workdir).start()
+
+
+def dataset_at(cases: Sequence[Case], end: datetime | None = None, **kw: Any) -> DataSet:
+    return DataSet(tuple(cases), end or aligned_now(), **kw)
+
+
+# ---- the sandbox's data ---------------------------------------------------------------------------------
+
+# How the sandbox's model servers behaved over the last day, by Deployment name, so that a digest
+# there shows each kind of finding: one saturated (slow, a growing queue, KV cache full: Apply
+# scales it up), one nearly idle on a GPU that a cheaper instance would do. Unknown names (a
+# deployment added to seed.yaml) get a healthy profile.
+SANDBOX_PROFILES: dict[str, dict[str, Any]] = {
+    "qwen3-1-7b-vllm": dict(util=96.0, fb_used=21000, fb_free=3576, rps=1.5, abort=0.02,
+                            e2e=((8.0, 0.1), (16.0, 0.5), (32.0, 0.4)), e2e_mean=15.0,
+                            ttft=((2.0, 0.5), (4.0, 0.5)), ttft_mean=2.5, tpot=((0.1, 0.5), (0.2, 0.5)),
+                            tpot_mean=0.12, queue=(0.0, 12.0), running=24.0, kv=(0.9, 0.99),
+                            preemptions_per_s=0.005),
+    "llama-32-1b-vllm": dict(util=6.0, fb_used=5000, fb_free=19576, rps=0.05, running=0.1, kv=(0.05, 0.05)),
+}
+HEALTHY_PROFILE: dict[str, Any] = dict(util=75.0, rps=1.0, kv=(0.5, 0.5))
+SANDBOX_INSTANCE = "g5.xlarge"  # what the seed's GPU nodes mostly are
+SANDBOX_INTERVAL = 120  # seconds between samples: a day of data backfills in about a second
+SANDBOX_RATE_WINDOW = 4 * SANDBOX_INTERVAL  # what `rate()` needs at that interval (see MetricsConfig)
+
+
+def sandbox_cases(deployments: Sequence[dict[str, Any]], namespace: str) -> tuple[Case, ...]:
+    """One Case per seed deployment (name, replicas), behaving as SANDBOX_PROFILES says."""
+    return tuple(Case(spec["name"], SANDBOX_INSTANCE, int(spec.get("replicas", 1)), namespace=namespace,
+                      **SANDBOX_PROFILES.get(spec["name"], HEALTHY_PROFILE)) for spec in deployments)
+
+
+def sandbox_dataset(cases: Sequence[Case]) -> DataSet:
+    # The data runs on for a while past start-up so that a console left open still has "now".
+    return DataSet(tuple(cases), aligned_now(), interval=SANDBOX_INTERVAL, before=SANDBOX_INTERVAL * 4,
+                   after=12 * 3600)

@@ -1,0 +1,205 @@
+"""Stand-ins for the operators an inference-ready EKS cluster runs, inside the API emulator.
+
+* LeaderWorkerSet (kubernetes-sigs/lws): each replica is a group of `size` pods, a leader and
+  workers; the set is ready when every pod of every group is.
+* RayService (KubeRay): a head pod and the worker groups' pods; `serviceStatus: Running` once all
+  are ready.
+* Karpenter: a pod nothing can hold gets a new node of the instance type its nodeSelector names (or
+  the cheapest type that can hold it), sized from the instance table, so the sandbox can run every
+  preset. Only pods the `provision_for` predicate accepts get one: the sandbox's fixed GPU nodes
+  still show what a full cluster looks like (Pending, Insufficient nvidia.com/gpu) for the rest.
+
+The custom resources' CRDs are in :data:`CRDS`; a test cluster without them is a cluster without
+those operators, as the bot's refusal expects.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from bot.sandbox.controller import Controller
+
+Obj = dict[str, Any]
+
+LWS: Final = ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")
+RAY: Final = ("ray.io/v1", "RayService")
+KINDS: Final = {LWS[1]: LWS[0], RAY[1]: RAY[0]}
+HASH_LABEL: Final = "sandbox.infer-bot.io/template-hash"
+
+
+def _crd(group: str, version: str, kind: str, plural: str, scale: bool = False) -> Obj:
+    subresources: Obj = {"status": {}}
+    if scale:
+        subresources["scale"] = {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.{group}"},
+            "spec": {"group": group, "scope": "Namespaced",
+                     "names": {"plural": plural, "singular": kind.lower(), "kind": kind, "listKind": f"{kind}List"},
+                     "versions": [{"name": version, "served": True, "storage": True, "subresources": subresources}]}}
+
+
+CRDS: Final = (
+    _crd("leaderworkerset.x-k8s.io", "v1", "LeaderWorkerSet", "leaderworkersets", scale=True),
+    _crd("ray.io", "v1", "RayService", "rayservices"),
+    _crd("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects"),
+)
+
+
+def _meta(obj: Mapping[str, Any]) -> Obj:
+    return obj.get("metadata") or {}
+
+
+def _hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def desired_pods(obj: Mapping[str, Any]) -> dict[str, tuple[Obj, dict[str, str], str]]:
+    """pod name → (pod template, extra labels, group) the resource should have."""
+    name, spec = _meta(obj)["name"], obj.get("spec") or {}
+    out: dict[str, tuple[Obj, dict[str, str], str]] = {}
+    if obj.get("kind") == LWS[1]:
+        template = spec.get("leaderWorkerTemplate") or {}
+        size = int(template.get("size") or 1)
+        worker = template.get("workerTemplate") or {}
+        leader = template.get("leaderTemplate") or worker
+        for group in range(int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)):
+            for index in range(size):
+                labels = {"leaderworkerset.sigs.k8s.io/name": name,
+                          "leaderworkerset.sigs.k8s.io/group-index": str(group),
+                          "leaderworkerset.sigs.k8s.io/worker-index": str(index)}
+                pod_name = f"{name}-{group}" if index == 0 else f"{name}-{group}-{index}"
+                out[pod_name] = (leader if index == 0 else worker, labels, str(group))
+    else:
+        cluster = spec.get("rayClusterConfig") or {}
+        head = (cluster.get("headGroupSpec") or {}).get("template") or {}
+        out[f"{name}-head"] = (head, {"ray.io/cluster": name, "ray.io/node-type": "head"}, "head")
+        for group in cluster.get("workerGroupSpecs") or []:
+            group_name = str(group.get("groupName") or "workers")
+            for index in range(int(group.get("replicas") or 0)):
+                labels = {"ray.io/cluster": name, "ray.io/node-type": "worker", "ray.io/group": group_name}
+                out[f"{name}-{group_name}-worker-{index}"] = (group.get("template") or {}, labels, group_name)
+    return out
+
+
+def sync(ctrl: Controller, kind: str, namespace: str, name: str) -> None:
+    """Make the resource's pods match its spec (a changed template replaces them), then write its status."""
+    api = ctrl.api
+    obj = api.get(KINDS[kind], kind, namespace, name)
+    if obj is None or _meta(obj).get("deletionTimestamp"):
+        return
+    uid = _meta(obj)["uid"]
+    owned = {_meta(p)["name"]: p for p in api.list("v1", "Pod", namespace)
+             if any(r.get("uid") == uid for r in _meta(p).get("ownerReferences") or [])}
+    wanted = desired_pods(obj)
+    for pod_name, pod in owned.items():
+        template, _, _ = wanted.get(pod_name, ({}, {}, ""))
+        if pod_name not in wanted or (_meta(pod).get("labels") or {}).get(HASH_LABEL) != _hash(template):
+            api.delete("v1", "Pod", namespace, pod_name)
+    pods = {n: p for n, p in owned.items() if n in wanted
+            and (_meta(p).get("labels") or {}).get(HASH_LABEL) == _hash(wanted[n][0])}
+    for pod_name, (template, labels, _) in wanted.items():
+        if pod_name not in pods:
+            pods[pod_name] = api.put(_pod(obj, pod_name, template, labels))
+    ready = {n for n, p in pods.items() if any(c.get("type") == "Ready" and c.get("status") == "True"
+                                               for c in (p.get("status") or {}).get("conditions") or [])}
+    if kind == LWS[1]:
+        groups: dict[str, bool] = {}
+        for pod_name, (_, _, group) in wanted.items():
+            groups[group] = groups.get(group, True) and pod_name in ready
+        count = sum(groups.values())
+        replicas = len(groups)
+        status: Obj = {"replicas": replicas, "readyReplicas": count, "updatedReplicas": replicas,
+                       "conditions": [{"type": "Available", "status": "True" if count >= replicas else "False"}]}
+    else:
+        running = bool(wanted) and set(wanted) <= ready
+        status = {"serviceStatus": "Running" if running else "WaitForServeDeploymentReady",
+                  "conditions": [{"type": "Ready", "status": "True" if running else "False"}]}
+    status["observedGeneration"] = _meta(obj).get("generation", 1)
+    if status != (obj.get("status") or {}):
+        api.put({**obj, "status": status})
+
+
+def _pod(owner: Obj, name: str, template: Mapping[str, Any], labels: Mapping[str, str]) -> Obj:
+    meta = _meta(owner)
+    template_meta = template.get("metadata") or {}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": meta.get("namespace"),
+                         "labels": {**(template_meta.get("labels") or {}), **labels, HASH_LABEL: _hash(template)},
+                         "ownerReferences": [{"apiVersion": owner["apiVersion"], "kind": owner["kind"],
+                                              "name": meta["name"], "uid": meta["uid"], "controller": True,
+                                              "blockOwnerDeletion": True}]},
+            "spec": copy.deepcopy(template.get("spec") or {})}
+
+
+# ---- Karpenter ------------------------------------------------------------------------------------
+
+INSTANCE_LABEL: Final = "node.kubernetes.io/instance-type"
+
+
+def karpenter(api: Any, *, max_nodes: int = 30,
+              only: tuple[str, str] | None = ("app.kubernetes.io/part-of", "inference-charts"),
+              ) -> Callable[[Obj], Obj | None]:
+    """A provisioner for Controller.provision_nodes: a Node of the pod's instance type, or None.
+
+    `only`: a label the pod must carry (default: pods of the inference chart) for a node to be made."""
+    from ops import instances
+    from ops.catalog import DEVICE_RESOURCE
+
+    def provision(pod: Obj) -> Obj | None:
+        if only is not None and (_meta(pod).get("labels") or {}).get(only[0]) != only[1]:
+            return None
+        nodes = api.list("v1", "Node")
+        if sum(1 for n in nodes if (_meta(n).get("labels") or {}).get("karpenter.sh/sandbox")) >= max_nodes:
+            return None
+        from bot.sandbox.controller import pod_requests
+
+        selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+        requests = {k: float(v) for k, v in pod_requests(pod).items()}
+        kind = next((k for k, r in DEVICE_RESOURCE.items() if requests.get(r)), "gpu")
+
+        def holds(i: Any) -> bool:  # a node that cannot take the pod is not made (Karpenter's own check)
+            return (i.accelerator_kind == kind and i.devices >= requests.get(DEVICE_RESOURCE[kind], 0)
+                    and i.vcpus >= requests.get("cpu", 0) and i.memory_gib * 2**30 >= requests.get("memory", 0))
+
+        table = instances.load_instances()
+        named = selector.get(INSTANCE_LABEL)
+        if named is not None:
+            chosen = table.get(named)
+            if chosen is None or not holds(chosen):
+                return None
+        else:
+            fitting = [i for i in table.values() if holds(i) and instances.DEFAULT_REGION in i.prices]
+            if not fitting:
+                return None
+            chosen = min(fitting, key=lambda i: (i.prices[instances.DEFAULT_REGION], i.name))
+        device = DEVICE_RESOURCE[chosen.accelerator_kind]
+        capacity = {"cpu": str(chosen.vcpus), "memory": f"{int(chosen.memory_gib)}Gi", "pods": "110",
+                    device: str(chosen.devices)}
+        name = f"karpenter-{chosen.name.replace('.', '-')}-{_hash([len(nodes), _meta(pod).get('uid')])[:5]}"
+        labels = {**{k: str(v) for k, v in selector.items()}, INSTANCE_LABEL: chosen.name,
+                  "kubernetes.io/os": "linux", "karpenter.sh/sandbox": "true"}
+        return api.put({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+                        "status": {"capacity": capacity, "allocatable": capacity}})
+
+    return provision
+
+
+def install(emulator: Any, namespace: str = "default") -> None:
+    """What the sandbox cluster has beyond its seed: the operators' CRDs, the Karpenter stand-in, and
+    placeholder `hf-token`/`ngc-api` Secrets (the sandbox downloads nothing; `/infer secret hf-token`
+    replaces the first)."""
+    import base64
+
+    for crd in CRDS:
+        emulator.put(crd)
+    emulator.controller.provision_nodes = karpenter(emulator)
+    emulator.controller.custom_operators = True
+    placeholder = base64.b64encode(b"sandbox-placeholder").decode()
+    for name, key in (("hf-token", "token"), ("ngc-api", "NGC_API_KEY")):  # NIM presets read the NGC key
+        emulator.put({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                      "metadata": {"name": name, "namespace": namespace}, "data": {key: placeholder}})

@@ -1,0 +1,413 @@
+"""`deploy`, `undeploy`, `rollback`, `autoscale`: checks first, then an operation and its approval card.
+
+Everything a user can get wrong is refused here, before any card: an unknown preset, a `set.` key
+outside the allow-list, a model that does not fit its instance (with the numbers and the smallest
+instance that fits), a custom resource whose operator is missing, a name taken by an object the bot
+does not own. The card then shows the fit estimate, the hourly cost and what will be created or
+changed; the worker (bot/releases.py) applies exactly the objects rendered here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from handlers import cards, release_blocks
+from handlers.base import Invocation, Refusal
+from handlers.blocks import Operation
+from handlers.deps import Deps
+from handlers.models import catalog_settings
+from handlers.parse import Command
+from ops import catalog, fit, inference, releases
+from ops.errors import OpsError
+from ops.helm import BUNDLED_CHART, ChartSource, Helm
+from ops.releases import MissingApi, ObjectRef, ReleaseApi
+
+
+def lock_key(cluster: str, namespace: str, name: str) -> str:
+    """One change at a time per release: a second approved deploy waits for the first to finish."""
+    return f"release:{cluster}/{namespace}/{name}"
+
+
+def _chart(config: Any) -> tuple[ChartSource, Helm, tuple[str, ...]]:
+    section = getattr(config, "chart", None)
+    path = getattr(section, "path", None)
+    repo = getattr(section, "repo", None)
+    source = ChartSource(path=path, repo=None if path else repo, name=getattr(section, "name", "inference-charts"),
+                         version=getattr(section, "version", ""))
+    if section is None:
+        source = ChartSource(path=str(BUNDLED_CHART))
+    helm = Helm(timeout=getattr(section, "timeout_seconds", 60.0), cache_dir=getattr(section, "cache_dir", None))
+    allowed = tuple(getattr(section, "allowed_sets", None) or ())  # bot.config has the defaults
+    return source, helm, allowed
+
+
+def _money(value: float | None) -> str:
+    return f"${value:,.2f}/h" if value is not None else "no price known"
+
+
+def _check_sets(cmd: Command, allowed: tuple[str, ...], cluster: str) -> dict[str, Any]:
+    refused = [key for key in cmd.sets if not any(fnmatch.fnmatchcase(key, pattern) for pattern in allowed)]
+    if refused:
+        raise Refusal(f"`set.{refused[0]}` is not allowed here; a deploy may set only: "
+                      f"{', '.join(f'`{k}`' for k in allowed)}. Nothing was changed.", cmd.usage, cluster=cluster)
+    return {key: releases.typed(value) for key, value in cmd.sets.items()}
+
+
+def _tuned(preset: catalog.Preset, sets: dict[str, Any]) -> catalog.Preset:
+    """The preset as the `set.` values change what the fit check reads."""
+    changes: dict[str, Any] = {}
+    util = sets.get("modelParameters.gpuMemoryUtilization")
+    if isinstance(util, int | float) and 0 < util <= 1:
+        changes["gpu_memory_utilization"] = float(util)
+    length = sets.get("modelParameters.maxModelLen")
+    if isinstance(length, int) and length > 0:
+        changes["max_model_len"] = length
+    tp = sets.get("modelParameters.tensorParallelSize")
+    if isinstance(tp, int) and tp > 0:
+        changes["tensor_parallel"] = tp
+    return replace(preset, **changes) if changes else preset
+
+
+def deploy(cmd: Command, inv: Invocation) -> Operation:
+    cluster = inv.cluster_for(cmd)
+    inv.authorize(cluster, "operator", "deploy")
+    presets_dir, region = catalog_settings(inv.deps.config)
+    try:
+        preset = catalog.get_preset(cmd.args[0], presets_dir)
+    except OpsError as exc:
+        raise Refusal(exc.message, cmd.usage, cluster=cluster.name) from None
+    source, helm, allowed = _chart(inv.deps.config)
+    sets = _check_sets(cmd, allowed, cluster.name)
+    name = cmd.options.get("name") or preset.service_name
+    namespace = cmd.options.get("namespace") or cluster.namespace
+    replicas = int(cmd.options["replicas"]) if "replicas" in cmd.options else None
+    instance = cmd.options.get("instance")
+    if replicas is not None and replicas > cluster.max_replicas:
+        raise Refusal(f"cluster `{cluster.name}` allows at most {cluster.max_replicas} replicas; asked for {replicas}.",
+                      cmd.usage, cluster=cluster.name)
+
+    estimate = fit.check_preset(_tuned(preset, sets), instance, replicas=replicas or _preset_replicas(preset),
+                                region=region)
+    if not estimate.fits:
+        raise Refusal(f"`{preset.id}` does not fit: {estimate.message} Nothing was changed.", cmd.usage,
+                      cluster=cluster.name)
+
+    values = releases.release_values(preset.values, name=name, namespace=namespace, replicas=replicas,
+                                     instance=instance, sets=sets)
+    rendered = helm.template(source, name, namespace, values)
+    objects = releases.stamp(rendered, release=name, revision=0, namespace=namespace, preset=preset.id)
+    api = ReleaseApi(inv.deps.clusters.get(cluster))
+    try:
+        releases.check_apis(api, objects)
+    except MissingApi as exc:
+        raise Refusal(f"`{preset.id}` ({preset.framework}) cannot be deployed on `{cluster.name}`: {exc.message}",
+                      cluster=cluster.name) from None
+    owned = releases.owned_objects(api, namespace, name)
+    changes = releases.plan(api, objects, previous=owned)
+    _refuse_foreign(api, changes, owned, name, cluster.name)
+
+    workload = next((o for o in objects if o["kind"] in releases.WORKLOAD_KINDS), objects[0])
+    copies = replicas if replicas is not None else _preset_replicas(preset)
+    verb = "update" if owned else "create"
+    lines = [f"*Fit:* {estimate.message}",
+             f"*Preset:* `{preset.id}` · {preset.model} · {preset.size} · {preset.framework} on "
+             f"`{estimate.instance}` × {copies * preset.nodes} · *cost* {_money(estimate.hourly_cost)} on demand "
+             f"in {estimate.region}",
+             f"*Objects* ({verb}):"]
+    lines += [f"• {c.line}" for c in changes]
+    if sets:
+        lines.append("*Set:* " + ", ".join(f"`{k}={v}`" for k, v in sets.items()))
+    lines += _missing_secrets(api, objects, namespace, inv.deps.command)
+    deps = inv.deps
+    op = deps.store.create_operation(
+        kind="deploy", cluster=cluster.name, namespace=namespace, target=name,
+        params={"preset": preset.id, "objects": [_without_revision(o) for o in objects], "values": values,
+                "startup_seconds": preset.startup_seconds},
+        plan={"object": f"{workload['kind']}/{name}",
+              "change": f"{verb} `{preset.id}`: {copies} replica(s) on {estimate.instance}, "
+                        f"{_money(estimate.hourly_cost)}",
+              "details": "\n".join(lines),
+              "fit": {"required_gib": round(estimate.required_gib, 1),
+                      "available_gib": round(estimate.available_gib, 1), "hourly_cost": estimate.hourly_cost,
+                      "instance": estimate.instance},
+              "changes": [{"action": c.action, "object": c.ref.key, "fields": list(c.fields)} for c in changes]},
+        requested_by=inv.user, channel_id=inv.channel,
+        approvals_needed=deps.policy.approvals_needed(cluster, "deploy"), ttl=deps.approval_ttl,
+        lock_key=lock_key(cluster.name, namespace, name),
+    )
+    _publish(inv, op, cluster.name)
+    return op
+
+
+def _missing_secrets(api: ReleaseApi, objects: list[dict[str, Any]], namespace: str, command: str) -> list[str]:
+    """A warning on the card for each Secret the pods read that does not exist yet: they would not start."""
+    wanted: set[str] = set()
+    for obj in objects:
+        text = json.dumps(obj.get("spec") or {})
+        wanted |= {name for name in ("hf-token", "ngc-api") if f'"name": "{name}"' in text}
+    lines = []
+    for name in sorted(wanted):
+        if api.get(ObjectRef("v1", "Secret", namespace, name)) is None:
+            how = (f"`{command} secret hf-token` sets it privately" if name == "hf-token"
+                   else f"`kubectl create secret generic {name} -n {namespace} ...`")
+            lines.append(f":warning: The Secret `{name}` does not exist in `{namespace}`: the pods will not start "
+                         f"until it does ({how}).")
+    return lines
+
+
+def _preset_replicas(preset: catalog.Preset) -> int:
+    dep = ((preset.values.get("inference") or {}).get("modelServer") or {}).get("deployment") or {}
+    return int(dep.get("replicas") or 1)
+
+
+def _without_revision(obj: dict[str, Any]) -> dict[str, Any]:
+    labels = {k: v for k, v in obj["metadata"].get("labels", {}).items() if k != releases.REVISION_LABEL}
+    return {**obj, "metadata": {**obj["metadata"], "labels": labels}}
+
+
+def _refuse_foreign(api: ReleaseApi, changes: list[releases.Change], owned: list[ObjectRef], name: str,
+                    cluster: str) -> None:
+    """An existing object of that name that is not this release's: taking it over would break whoever owns it."""
+    ours = set(owned)
+    for change in changes:
+        if change.action != "create" and change.action != "delete" and change.ref not in ours:
+            raise Refusal(f"`{change.ref.key}` already exists in `{change.ref.namespace}` and was not deployed by "
+                          f"me (no `{releases.RELEASE_LABEL}={name}` label). Choose another `name=`; nothing "
+                          "was changed.", cluster=cluster)
+
+
+def _publish(inv: Invocation, op: Operation, cluster: str) -> None:
+    try:
+        cards.publish(inv.client, inv.deps.store, op, sandbox=inv.sandbox, wake=inv.deps.wake_worker)
+    except cards.CardNotPosted as exc:
+        raise Refusal(exc.message, cluster=cluster) from None
+
+
+def _existing(cmd: Command, inv: Invocation, verb: str) -> tuple[Any, str, releases.ReleaseInfo, ReleaseApi]:
+    cluster = inv.cluster_for(cmd)
+    inv.authorize(cluster, "operator", verb)
+    namespace = cmd.options.get("namespace") or cluster.namespace
+    name = cmd.args[0]
+    api = ReleaseApi(inv.deps.clusters.get(cluster))
+    found = releases.releases(api, namespace, name)
+    if not found:
+        raise Refusal(f"there is no release `{name}` in namespace `{namespace}` of `{cluster.name}` (only what "
+                      f"`{inv.deps.command} deploy` created can be changed this way; `{inv.deps.command} status` "
+                      "lists them).", cmd.usage, cluster=cluster.name)
+    return cluster, namespace, found[0], api
+
+
+def undeploy(cmd: Command, inv: Invocation) -> Operation:
+    cluster, namespace, release, api = _existing(cmd, inv, "undeploy")
+    owned = releases.owned_objects(api, namespace, release.name)
+    deps = inv.deps
+    op = deps.store.create_operation(
+        kind="undeploy", cluster=cluster.name, namespace=namespace, target=release.name, params={},
+        plan={"object": f"{release.kind}/{release.name}",
+              "change": f"delete {len(owned)} object(s) of `{release.name}` (revision {release.revision})",
+              "details": "*Deletes:* " + ", ".join(f"`{r.key}`" for r in sorted(owned))},
+        requested_by=inv.user, channel_id=inv.channel,
+        approvals_needed=deps.policy.approvals_needed(cluster, "undeploy"), ttl=deps.approval_ttl,
+        lock_key=lock_key(cluster.name, namespace, release.name))
+    _publish(inv, op, cluster.name)
+    return op
+
+
+def rollback(cmd: Command, inv: Invocation) -> Operation:
+    cluster, namespace, release, _ = _existing(cmd, inv, "rollback")
+    wanted = int(cmd.options["revision"]) if "revision" in cmd.options else None
+    current = int(release.revision) if release.revision.isdigit() else None
+    if wanted is not None and wanted == current:
+        raise Refusal(f"`{release.name}` is at revision {current} already; nothing to do.", cmd.usage,
+                      cluster=cluster.name)
+    target = f"revision {wanted}" if wanted is not None else "the revision before the current one"
+    deps = inv.deps
+    op = deps.store.create_operation(
+        kind="rollback", cluster=cluster.name, namespace=namespace, target=release.name,
+        params={"revision": wanted, "startup_seconds": 600},
+        plan={"object": f"{release.kind}/{release.name}",
+              "change": f"roll back from revision {release.revision} to {target}",
+              "details": (f"Re-applies the stored manifests of {target} as a new revision, and deletes objects "
+                          "that revision did not have (e.g. an autoscaler added later).")},
+        requested_by=inv.user, channel_id=inv.channel,
+        approvals_needed=deps.policy.approvals_needed(cluster, "rollback"), ttl=deps.approval_ttl,
+        lock_key=lock_key(cluster.name, namespace, release.name))
+    _publish(inv, op, cluster.name)
+    return op
+
+
+QUEUE_METRIC = "vllm:num_requests_waiting"
+
+
+def autoscale(cmd: Command, inv: Invocation) -> Operation:
+    cluster, namespace, release, api = _existing(cmd, inv, "autoscale")
+    low, high = int(cmd.options["min"]), int(cmd.options["max"])
+    metric = cmd.options.get("metric", "cpu")
+    if high > cluster.max_replicas:
+        raise Refusal(f"cluster `{cluster.name}` allows at most {cluster.max_replicas} replicas; max={high}.",
+                      cmd.usage, cluster=cluster.name)
+    if release.kind != "Deployment":
+        raise Refusal(f"`{release.name}` is a {release.kind}; autoscale drives Deployments (a RayService "
+                      "scales itself with `rayOptions.autoscaling`).", cmd.usage, cluster=cluster.name)
+    target = cmd.options.get("target")
+    labels = {releases.RELEASE_LABEL: release.name}
+    if metric == "cpu":
+        utilization = int(float(target)) if target else 70
+        scaler = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                  "metadata": {"name": release.name, "namespace": namespace, "labels": labels},
+                  "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": release.name},
+                           "minReplicas": max(low, 1), "maxReplicas": high,
+                           "metrics": [{"type": "Resource", "resource": {
+                               "name": "cpu", "target": {"type": "Utilization", "averageUtilization": utilization}}}]}}
+        what = f"CPU utilization {utilization}%"
+    else:
+        served = api.resources_of("keda.sh/v1alpha1")
+        if not served or "ScaledObject" not in served:
+            raise Refusal(f"`metric=queue` scales on `{QUEUE_METRIC}` through a KEDA ScaledObject, but KEDA is not "
+                          f"installed on `{cluster.name}` (no keda.sh ScaledObject API). Install KEDA, or use "
+                          "`metric=cpu` for a HorizontalPodAutoscaler.", cmd.usage, cluster=cluster.name)
+        waiting = target or "5"
+        prometheus = getattr(cluster, "prometheus_url", None) or \
+            "http://kube-prometheus-stack-prometheus.monitoring.svc.cluster.local:9090"
+        scaler = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                  "metadata": {"name": release.name, "namespace": namespace, "labels": labels},
+                  "spec": {"scaleTargetRef": {"name": release.name}, "minReplicaCount": low, "maxReplicaCount": high,
+                           "triggers": [{"type": "prometheus", "metadata": {
+                               "serverAddress": prometheus, "threshold": waiting,
+                               "query": f'sum({QUEUE_METRIC}{{namespace="{namespace}",'
+                                        f'pod=~"{release.name}-.*"}})'}}]}}
+        what = f"{QUEUE_METRIC} above {waiting} per replica"
+    deps = inv.deps
+    op = deps.store.create_operation(
+        kind="autoscale", cluster=cluster.name, namespace=namespace, target=release.name,
+        params={"scaler": scaler, "startup_seconds": 600},
+        plan={"object": f"{scaler['kind']}/{release.name}",
+              "change": f"autoscale {low}–{high} replicas on {what}",
+              "details": f"Adds `{scaler['kind']}/{release.name}` to the release as a new revision "
+                         f"(now {release.ready}/{release.desired} ready at revision {release.revision})."},
+        requested_by=inv.user, channel_id=inv.channel,
+        approvals_needed=deps.policy.approvals_needed(cluster, "autoscale"), ttl=deps.approval_ttl,
+        lock_key=lock_key(cluster.name, namespace, release.name))
+    _publish(inv, op, cluster.name)
+    return op
+
+
+# ---- test ----------------------------------------------------------------------------------------
+
+
+def test(cmd: Command, inv: Invocation) -> None:
+    """One completion against the release's Service (or the cluster's `inference_url`): no change, no card."""
+    cluster = inv.cluster_for(cmd)
+    inv.authorize(cluster, "operator", "test")
+    namespace = cmd.options.get("namespace") or cluster.namespace
+    name, prompt = cmd.args[0], cmd.args[1]
+    api = ReleaseApi(inv.deps.clusters.get(cluster))
+    found = releases.releases(api, namespace, name)
+    if not found:
+        raise Refusal(f"there is no release `{name}` in namespace `{namespace}` of `{cluster.name}`.", cmd.usage,
+                      cluster=cluster.name)
+    release = found[0]
+    model, framework, task = name, "vllm", "text"
+    if release.preset:
+        presets_dir, _ = catalog_settings(inv.deps.config)
+        # A preset removed since: fall back to the release name and an OpenAI-compatible text model.
+        with contextlib.suppress(OpsError):
+            preset = catalog.get_preset(release.preset, presets_dir)
+            model, framework, task = preset.model, preset.framework, preset.task
+    template = cluster.inference_url
+    base = template.format(name=name, namespace=namespace) if template else release.endpoint
+    answer = inference.ask(base, framework=framework, task=task, model=model, prompt=prompt)
+    message = release_blocks.test_message(name, prompt, answer.text, latency_s=answer.latency_s,
+                                          prompt_tokens=answer.prompt_tokens,
+                                          completion_tokens=answer.completion_tokens, url=answer.url,
+                                          image_bytes=len(answer.image) if answer.image else None,
+                                          sandbox=inv.sandbox)
+    if answer.image is not None:
+        # An image cannot ride in an ephemeral reply: it is shared in the channel, where the
+        # requester asked, under the same summary.
+        try:
+            inv.client.files_upload_v2(channel=inv.channel, file=answer.image,
+                                       filename=f"{name}-test.{answer.image_ext}", title=f"{name}: {prompt[:200]}",
+                                       initial_comment=message.text)
+        except SlackApiError as exc:
+            raise Refusal(f"`{name}` answered with an image, but it could not be shared in this channel "
+                          f"({exc.response.get('error', 'error')}); invite the bot to the channel and try again.",
+                          cmd.usage, cluster=cluster.name) from None
+    inv.reply(message)
+
+
+# ---- secret hf-token -----------------------------------------------------------------------------
+
+SECRET_CALLBACK = "hf_token_submit"
+
+
+def secret(cmd: Command, inv: Invocation) -> None:
+    """A modal, so the token is typed into Slack's form and never into a channel."""
+    cluster = inv.cluster_for(cmd)
+    inv.authorize(cluster, "admin", "secret")
+    namespace = cluster.namespace
+    from slack_sdk.models.blocks import InputBlock, PlainTextInputElement, SectionBlock
+    from slack_sdk.models.views import View
+
+    view = View(type="modal", callback_id=SECRET_CALLBACK, title="Hugging Face token", submit="Save",
+                close="Cancel", private_metadata=json.dumps({"cluster": cluster.name, "namespace": namespace,
+                                                              "channel": inv.channel}),
+                blocks=[SectionBlock(text=f"Stored as the Secret `hf-token` (key `token`) in `{namespace}` on "
+                                          f"`{cluster.name}`. It is not shown again or logged."),
+                        InputBlock(block_id="token", label="Token (hf_…)",
+                                   element=PlainTextInputElement(action_id="value", min_length=8, max_length=200))])
+    try:
+        inv.client.views_open(trigger_id=inv.trigger_id, view=view.to_dict())
+    except SlackApiError as exc:
+        raise Refusal(f"I could not open the form ({exc.response.get('error')}); run the command again.",
+                      cluster=cluster.name) from None
+
+
+def on_secret_submit(ack: Callable[..., Any], body: dict[str, Any], view: dict[str, Any], context: dict[str, Any],
+                     client: WebClient) -> None:
+    deps: Deps = context["deps"]
+    user = body.get("user", {}).get("id", "")
+    values = (view.get("state") or {}).get("values") or {}
+    token = str(((values.get("token") or {}).get("value") or {}).get("value") or "").strip()
+    try:
+        meta = json.loads(view.get("private_metadata") or "{}")
+        cluster = deps.clusters.lookup(str(meta["cluster"]))
+        namespace, channel = str(meta["namespace"]), str(meta.get("channel") or "")
+    except (ValueError, KeyError, TypeError):
+        cluster, namespace, channel = None, "", ""
+    refusal = ""
+    if cluster is None:
+        refusal = "that cluster is no longer configured."
+    elif not token or any(c.isspace() for c in token):
+        refusal = "paste the token itself (one word, e.g. hf_…)."
+    else:
+        decision = deps.policy.check(user, channel, cluster, "admin", "secret")
+        refusal = "" if decision.allowed else decision.reason
+    if refusal:
+        deps.store.audit(user, "secret", "refused", channel_id=channel or None, detail=f"hf-token: {refusal}")
+        ack(response_action="errors", errors={"token": refusal})
+        return
+    ack()
+    assert cluster is not None
+    try:
+        existed = releases.put_secret(ReleaseApi(deps.clusters.get(cluster)), namespace, "hf-token", "token", token)
+    except OpsError as exc:
+        deps.store.audit(user, "secret", "failed", cluster=cluster.name, channel_id=channel or None,
+                         detail=f"hf-token in {namespace}: {exc.message}")
+        text = f":no_entry: The Secret `hf-token` was not saved: {exc.message}"
+    else:
+        what = "updated" if existed else "created"
+        deps.store.audit(user, "secret", "ok", cluster=cluster.name, channel_id=channel or None,
+                         detail=f"hf-token {what} in {namespace}")  # never the value
+        text = f":key: Secret `hf-token` {what} in `{namespace}` on `{cluster.name}`."
+    if channel:
+        with contextlib.suppress(SlackApiError):  # the audit row has it; a lost notice must not undo the save
+            client.chat_postEphemeral(channel=channel, user=user, text=text)
