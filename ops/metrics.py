@@ -79,17 +79,48 @@ class _Q:
         self.owner = self._owner()
 
     def _owner(self) -> str:
-        """(namespace, pod, deployment) = 1 for every pod a Deployment owned during the window."""
+        """(namespace, pod, deployment) = 1 for every pod a model-serving workload owned in the window.
+
+        `deployment` is the workload's name whatever its kind, as the inference chart's frameworks
+        make them: a Deployment (pod → ReplicaSet → Deployment); a LeaderWorkerSet, whose leaders
+        belong to the StatefulSet named after it and each group's workers to a StatefulSet named
+        after their leader pod; a RayService, whose pods belong to its RayCluster
+        `<name>-raycluster-<suffix>`.
+        """
+        ns, exact, name = "", "", ""
+        if self.scope is not None:  # `name` goes into regexes: its dots must be literal
+            ns, exact, name = (_quote(self.scope[0]), _quote(self.scope[1]),
+                               _quote(self.scope[1].replace(".", "\\.")))
+
+        def owned(kind: str, owner: str = "") -> str:
+            match = f'owner_kind="{kind}"'
+            if self.scope is not None:
+                match += f', namespace="{ns}"' + (f', owner_name=~"{owner}"' if owner else "")
+            return _norm(f"max_over_time(kube_pod_owner{{{match}}}[{self.W}] @ end())")
+
+        def named(expr: str, regex: str = "(.+)", source: str = "owner_name", target: str = "deployment") -> str:
+            return f'label_replace({expr}, "{target}", "$1", "{source}", "{regex}")'
+
         rs_filter = 'owner_kind="Deployment"'
         if self.scope is not None:
-            rs_filter += f', namespace="{_quote(self.scope[0])}", owner_name="{_quote(self.scope[1])}"'
-        pods = _norm(f'max_over_time(kube_pod_owner{{owner_kind="ReplicaSet"}}[{self.W}] @ end())')
+            rs_filter += f', namespace="{ns}", owner_name="{exact}"'
         sets = _norm(f"max_over_time(kube_replicaset_owner{{{rs_filter}}}[{self.W}] @ end())")
-        return ("max by (namespace, pod, deployment) ("
-                f'label_replace({pods}, "replicaset", "$1", "owner_name", "(.+)") '
-                "* on (namespace, replicaset) group_left (deployment) "
-                "max by (namespace, replicaset, deployment) ("
-                f'label_replace({sets}, "deployment", "$1", "owner_name", "(.+)")))')
+        deployments = ("max by (namespace, pod, deployment) ("
+                       f'{named(owned("ReplicaSet"), source="owner_name", target="replicaset")} '
+                       "* on (namespace, replicaset) group_left (deployment) "
+                       f"max by (namespace, replicaset, deployment) ({named(sets)}))")
+        leader_pods = named(named(owned("StatefulSet", name)), source="pod", target="leader")
+        leaders = f"max by (namespace, leader, deployment) ({leader_pods})"
+        worker_pods = named(owned("StatefulSet", f"{name}-[0-9]+" if name else ""), target="leader")
+        workers = ("max by (namespace, pod, deployment) ("
+                   f"{worker_pods} * on (namespace, leader) group_left (deployment) {leaders})")
+        direct = f"max by (namespace, pod, deployment) ({named(owned('StatefulSet', name))})"
+        suffix = "(-raycluster-[a-z0-9]+)?"
+        ray_pods = named(owned("RayCluster", f"{name}{suffix}" if name else ""), f"(.+?){suffix}")
+        ray = f"max by (namespace, pod, deployment) ({ray_pods})"
+        # `or on (namespace, pod)`: a worker already named after its LeaderWorkerSet is not also
+        # counted under its own StatefulSet.
+        return f"({deployments} or {workers} or on (namespace, pod) {direct} or {ray})"
 
     def join(self, expr: str) -> str:
         """expr's series with a `deployment` label; series of pods no Deployment owns drop out."""

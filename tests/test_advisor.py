@@ -46,9 +46,11 @@ def test_low_utilization_with_a_queue_is_not_underused():
     assert run(healthy(util_mean=20, util_p95=25, queue_mean=5, queue_slope_per_hour=0)) == []
 
 
-def test_one_replica_underused_gets_a_cheaper_instance_or_sharing_without_apply():
+def test_one_replica_underused_gets_a_cheaper_instance_as_an_instance_change():
     [s] = run(healthy(util_mean=5, util_p95=8, replicas_desired=1, devices=1, mem_used_mib=8000))
-    assert s.rule == "underused" and s.action is None
+    # The digest turns an `instance` action into a deploy of the release's preset (bot releases only).
+    assert s.rule == "underused" and s.action is not None
+    assert (s.action.verb, s.action.args) == ("instance", ("m", "g6.xlarge"))
     assert "g6.xlarge" in s.change  # an L4 (24 GiB) holds 8 GB × 1.25 for less than an A10G
     assert s.saving_per_day == pytest.approx((PRICE - 0.8048) * 24)
 

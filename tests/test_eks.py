@@ -198,3 +198,6 @@ def test_a_provisioned_eks_cluster_is_registered_through_describe_cluster(
     bot.slash("status cluster=gamma", user=OPERATOR)
     refused = slack.wait_for(lambda c: c.method == "response_url", timeout=15)
     assert "ResourceNotFoundException" in text_of(refused)
+    # The AWS secret key the bot process signs with reaches neither Slack nor the bot's log.
+    seen = json.dumps([{"params": c.params, "response": c.response} for c in slack.calls], default=str)
+    assert SECRET_KEY not in seen and SECRET_KEY not in bot.log()

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
+from bot.sandbox.metrics_data import Case, dataset_at
 from ops.metrics import QUERIES, QuerySettings, Target, bucket_quantile, collect, promql
-from tests.support.prometheus import CASES, closed_port, main_dataset
+from tests.support.prometheus import CASES, closed_port, main_dataset, shared
 
 FIELDS = ("accelerator", "instance_type", "devices", "device_hours", "util_mean", "util_p95", "idle_share",
           "rps_mean", "requests", "abort_share", "queue_mean", "queue_max", "queue_slope_per_hour", "kv_mean",
@@ -191,3 +192,41 @@ def test_gpu_hours_and_cost_do_not_depend_on_when_within_a_step_the_digest_runs(
     by_name = {m.name: m for m in cluster.deployments}
     assert by_name["unused-phi"].device_hours == pytest.approx(24.0)
     assert by_name["idle-llama"].device_hours == pytest.approx(72.0)
+
+
+# ---- every workload kind the inference chart makes -------------------------------------------------
+
+WORKLOAD_CASES = (
+    # lws-vllm: two groups, each a leader (serving) and a worker, one GPU per pod.
+    Case("scout", "g6e.12xlarge", 2, workload="LeaderWorkerSet", util=55.0, fb_used=30000, fb_free=15000, rps=0.4),
+    # ray-vllm: the RayService's RayCluster pods.
+    Case("mistral", "g5.12xlarge", 1, workload="RayService", util=35.0, rps=0.3),
+    # A Deployment named like an LWS group's worker StatefulSet would be, beside it.
+    Case("scout-9", "g5.xlarge", 1, util=20.0, rps=0.2),
+)
+
+
+@pytest.fixture(scope="module")
+def workloads():
+    return shared("workloads", lambda: dataset_at(WORKLOAD_CASES))
+
+
+def test_leaderworkersets_and_rayservices_are_measured_under_their_own_names(workloads):
+    dataset, server = workloads
+    [cluster] = collect([Target("dev", server.url)], dataset.end)
+    by_name = {m.name: m for m in cluster.deployments}
+    # Workers count under their LeaderWorkerSet, not as a deployment `scout-0`; Ray pods under the RayService.
+    assert sorted(by_name) == ["mistral", "scout", "scout-9"]
+    for case in WORKLOAD_CASES:
+        got = by_name[case.name]
+        wrong = {f: (getattr(got, f), want) for f, want in dataset.expected(case.name).items() if f in FIELDS
+                 and not close(getattr(got, f), want)}
+        assert wrong == {}, f"{case.name}: (measured, generated) differ for {wrong}"
+    scout = by_name["scout"]
+    assert scout.devices == 4 and scout.rps_mean == pytest.approx(0.8)  # 4 GPUs, traffic through 2 leaders
+    assert scout.replicas_desired is None  # kube-state-metrics has no LeaderWorkerSet replicas by default
+    # One of them alone, with the same queries.
+    [scoped] = collect([Target("dev", server.url)], dataset.end, scope=("default", "scout"))
+    assert [m.name for m in scoped.deployments] == ["scout"] and scoped.deployments[0].devices == 4
+    [ray] = collect([Target("dev", server.url)], dataset.end, scope=("default", "mistral"))
+    assert [m.name for m in ray.deployments] == ["mistral"] and ray.deployments[0].util_mean == pytest.approx(35)

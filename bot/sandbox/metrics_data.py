@@ -92,14 +92,41 @@ class Case:
     kv: tuple[float, float] = (0.3, 0.3)  # KV-cache use in the first, the second half of the window
     preemptions_per_s: float = 0.0
     restarts_at_hours: tuple[float, ...] = ()  # restarts of the first pod, hours into the window
+    # What owns the pods, as the inference chart's frameworks make them: a Deployment (vllm, triton,
+    # aibrix, diffusers, nim), a LeaderWorkerSet (lws-vllm: one StatefulSet of leaders named after it)
+    # or a RayService (ray-vllm: the pods belong to its RayCluster `<name>-raycluster-<hash>`).
+    workload: str = "Deployment"
 
     @property
     def resource(self) -> str:
         return "aws_amazon_com_neuron" if self.accelerator == "neuron" else "nvidia_com_gpu"
 
-    def pods(self) -> list[str]:
-        rs = _hash(self.name, 10)
-        return [f"{self.name}-{rs}-{_hash(self.name + str(i), 5)}" for i in range(self.replicas)]
+    @property
+    def group_size(self) -> int:
+        """Pods (each with one accelerator) per replica: a LeaderWorkerSet group is a leader and a worker."""
+        return 2 if self.workload == "LeaderWorkerSet" else 1
+
+    def pods(self) -> list[Pod]:
+        if self.workload == "LeaderWorkerSet":
+            # The leaders are the StatefulSet <lws>'s pods <lws>-<group>; each group's workers are the
+            # StatefulSet <lws>-<group>'s pods <lws>-<group>-<n>. Only the leader serves (vLLM metrics).
+            return [pod for i in range(self.replicas) for pod in (
+                Pod(f"{self.name}-{i}", "StatefulSet", self.name, serves=True),
+                Pod(f"{self.name}-{i}-1", "StatefulSet", f"{self.name}-{i}", serves=False))]
+        if self.workload == "RayService":
+            cluster = f"{self.name}-raycluster-{_hash(self.name, 5)}"
+            return [Pod(f"{cluster}-gpu-group-worker-{_hash(self.name + str(i), 5)}", "RayCluster", cluster)
+                    for i in range(self.replicas)]
+        rs = f"{self.name}-{_hash(self.name, 10)}"
+        return [Pod(f"{rs}-{_hash(self.name + str(i), 5)}", "ReplicaSet", rs) for i in range(self.replicas)]
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    owner_kind: str  # kube_pod_owner's owner_kind / owner_name
+    owner_name: str
+    serves: bool = True  # exposes the vLLM metrics (an LWS worker does not)
 
 
 def _hash(text: str, n: int) -> str:
@@ -192,8 +219,8 @@ class DataSet:
         out: dict[str, Any] = {
             "accelerator": case.accelerator,
             "instance_type": case.instance_type,
-            "devices": float(n),
-            "device_hours": float(n * self.window / 3600),
+            "devices": float(n * case.group_size),
+            "device_hours": float(n * case.group_size * self.window / 3600),
             "util_mean": sum(per_step) / len(per_step),
             "util_p95": quantile(0.95, per_step),
             "idle_share": idle,
@@ -206,13 +233,14 @@ class DataSet:
             "kv_mean": sum(kv) / len(kv),
             "kv_max": max(kv),
             "preemptions": case.preemptions_per_s * n * self.window,
-            "replicas_desired": n,
-            "replicas_available": n,
+            # Replicas come from kube_deployment_*: a LeaderWorkerSet or RayService has none.
+            "replicas_desired": n if case.workload == "Deployment" else None,
+            "replicas_available": n if case.workload == "Deployment" else None,
             "restarts": len(case.restarts_at_hours),
         }
         if case.accelerator == "gpu":
-            out["mem_used_mib"] = case.fb_used * n
-            out["mem_total_mib"] = (case.fb_used + case.fb_free) * n
+            out["mem_used_mib"] = case.fb_used * n * case.group_size
+            out["mem_total_mib"] = (case.fb_used + case.fb_free) * n * case.group_size
         if has_traffic:
             out.update(
                 e2e_p50=histogram_quantile(0.5, case.e2e, E2E_BUCKETS),
@@ -237,20 +265,22 @@ class DataSet:
         ksm = {"job": "kube-state-metrics", "instance": "10.0.0.5:8080"}
         node_index = 0
         for case in self.cases:
-            rs = f"{case.name}-{_hash(case.name, 10)}"
-            yield ("kube_replicaset_owner", {**ksm, "namespace": case.namespace, "replicaset": rs,
-                                             "owner_kind": "Deployment", "owner_name": case.name,
-                                             "owner_is_controller": "true"}, const(1))
-            dep = {**ksm, "namespace": case.namespace, "deployment": case.name}
-            yield "kube_deployment_spec_replicas", dep, const(case.replicas)
-            yield "kube_deployment_status_replicas_available", dep, const(case.replicas)
-            for index, pod in enumerate(case.pods()):
+            if case.workload == "Deployment":  # kube-state-metrics knows no custom resources by default
+                yield ("kube_replicaset_owner", {**ksm, "namespace": case.namespace,
+                                                 "replicaset": case.pods()[0].owner_name,
+                                                 "owner_kind": "Deployment", "owner_name": case.name,
+                                                 "owner_is_controller": "true"}, const(1))
+                dep = {**ksm, "namespace": case.namespace, "deployment": case.name}
+                yield "kube_deployment_spec_replicas", dep, const(case.replicas)
+                yield "kube_deployment_status_replicas_available", dep, const(case.replicas)
+            for index, p in enumerate(case.pods()):
+                pod = p.name
                 node_index += 1
                 node = f"ip-10-0-{node_index // 250}-{node_index % 250}.us-west-2.compute.internal"
                 yield ("kube_node_labels", {**ksm, "node": node,
                                             "label_node_kubernetes_io_instance_type": case.instance_type}, const(1))
                 who = {"namespace": case.namespace, "pod": pod}
-                yield ("kube_pod_owner", {**ksm, **who, "owner_kind": "ReplicaSet", "owner_name": rs,
+                yield ("kube_pod_owner", {**ksm, **who, "owner_kind": p.owner_kind, "owner_name": p.owner_name,
                                           "owner_is_controller": "true"}, const(1))
                 req = {**ksm, **who, "container": "vllm", "node": node}
                 yield ("kube_pod_container_resource_requests", {**req, "resource": case.resource,
@@ -259,7 +289,8 @@ class DataSet:
                 restarts = (lambda c: lambda t: float(self.restarts(c, t)))(case) if index == 0 else const(0)
                 yield ("kube_pod_container_status_restarts_total", {**ksm, **who, "container": "vllm"}, restarts)
                 yield from self._accelerator(case, who, node)
-                yield from self._vllm(case, who, counter, const)
+                if p.serves:
+                    yield from self._vllm(case, who, counter, const)
         yield from self._noise()
 
     def _accelerator(self, case: Case, who: dict[str, str], node: str
