@@ -153,7 +153,10 @@ def build_runtime(config: Config, settings: Settings, *, client: WebClient | Non
     clusters = Clusters(config, store)  # the store: clusters the bot provisioned
     worker = Worker(store, config, clusters, client)
     digests = DigestStore(store)
-    work = ListenerPool(max_workers=32, name="work")
+    # Commands' slow part (cluster reads, cards, replies). Mostly network waits, which release the
+    # interpreter lock, so 8 threads keep 8 slow cluster calls in flight; more only gives the acks
+    # more threads to queue behind for the lock when CPU-bound bursts arrive (bench/ack_latency.py).
+    work = ListenerPool(max_workers=8, name="work")
     deps = Deps(config=config, store=store, policy=policy, clusters=clusters,
                 approval_ttl=timedelta(hours=config.operations.approval_timeout_hours),
                 wake_worker=worker.wake, command=config.slack.command, digests=digests, run_later=work.submit)

@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 from handlers import cards, release_blocks
 from handlers.base import Invocation, Refusal
 from handlers.blocks import Operation
-from handlers.deps import Deps
+from handlers.deps import ClusterConfig, Deps
 from handlers.models import catalog_settings
 from handlers.parse import Command
 from ops import catalog, fit, inference, releases
@@ -126,25 +126,17 @@ def deploy(cmd: Command, inv: Invocation) -> Operation:
     if sets:
         lines.append("*Set:* " + ", ".join(f"`{k}={v}`" for k, v in sets.items()))
     lines += _missing_secrets(api, objects, namespace, inv.deps.command)
-    deps = inv.deps
-    op = deps.store.create_operation(
-        kind="deploy", cluster=cluster.name, namespace=namespace, target=name,
-        params={"preset": preset.id, "objects": [_without_revision(o) for o in objects], "values": values,
-                "startup_seconds": preset.startup_seconds},
-        plan={"object": f"{workload['kind']}/{name}",
-              "change": f"{verb} `{preset.id}`: {copies} replica(s) on {estimate.instance}, "
-                        f"{_money(estimate.hourly_cost)}",
-              "details": "\n".join(lines),
-              "fit": {"required_gib": round(estimate.required_gib, 1),
-                      "available_gib": round(estimate.available_gib, 1), "hourly_cost": estimate.hourly_cost,
-                      "instance": estimate.instance},
-              "changes": [{"action": c.action, "object": c.ref.key, "fields": list(c.fields)} for c in changes]},
-        requested_by=inv.user, channel_id=inv.channel,
-        approvals_needed=deps.policy.approvals_needed(cluster, "deploy"), ttl=deps.approval_ttl,
-        lock_key=lock_key(cluster.name, namespace, name),
-    )
-    _publish(inv, op, cluster.name)
-    return op
+    return _propose(inv, cluster, "deploy", namespace, name, params={
+        "preset": preset.id, "objects": [_without_revision(o) for o in objects], "values": values,
+        "startup_seconds": preset.startup_seconds,
+    }, plan={
+        "object": f"{workload['kind']}/{name}",
+        "change": f"{verb} `{preset.id}`: {copies} replica(s) on {estimate.instance}, {_money(estimate.hourly_cost)}",
+        "details": "\n".join(lines),
+        "fit": {"required_gib": round(estimate.required_gib, 1), "available_gib": round(estimate.available_gib, 1),
+                "hourly_cost": estimate.hourly_cost, "instance": estimate.instance},
+        "changes": [{"action": c.action, "object": c.ref.key, "fields": list(c.fields)} for c in changes],
+    })
 
 
 def _missing_secrets(api: ReleaseApi, objects: list[dict[str, Any]], namespace: str, command: str) -> list[str]:
@@ -184,11 +176,19 @@ def _refuse_foreign(api: ReleaseApi, changes: list[releases.Change], owned: list
                           "was changed.", cluster=cluster)
 
 
-def _publish(inv: Invocation, op: Operation, cluster: str) -> None:
+def _propose(inv: Invocation, cluster: ClusterConfig, kind: str, namespace: str, name: str, *, params: dict[str, Any],
+             plan: dict[str, Any]) -> Operation:
+    """The release operation, pending approval, with its card posted; one lock per release."""
+    deps = inv.deps
+    op = deps.store.create_operation(
+        kind=kind, cluster=cluster.name, namespace=namespace, target=name, params=params, plan=plan,
+        requested_by=inv.user, channel_id=inv.channel, approvals_needed=deps.policy.approvals_needed(cluster, kind),
+        ttl=deps.approval_ttl, lock_key=lock_key(cluster.name, namespace, name))
     try:
-        cards.publish(inv.client, inv.deps.store, op, sandbox=inv.sandbox, wake=inv.deps.wake_worker)
+        cards.publish(inv.client, deps.store, op, sandbox=inv.sandbox, wake=deps.wake_worker)
     except cards.CardNotPosted as exc:
-        raise Refusal(exc.message, cluster=cluster) from None
+        raise Refusal(exc.message, cluster=cluster.name) from None
+    return op
 
 
 def _existing(cmd: Command, inv: Invocation, verb: str) -> tuple[Any, str, releases.ReleaseInfo, ReleaseApi]:
@@ -208,17 +208,11 @@ def _existing(cmd: Command, inv: Invocation, verb: str) -> tuple[Any, str, relea
 def undeploy(cmd: Command, inv: Invocation) -> Operation:
     cluster, namespace, release, api = _existing(cmd, inv, "undeploy")
     owned = releases.owned_objects(api, namespace, release.name)
-    deps = inv.deps
-    op = deps.store.create_operation(
-        kind="undeploy", cluster=cluster.name, namespace=namespace, target=release.name, params={},
-        plan={"object": f"{release.kind}/{release.name}",
-              "change": f"delete {len(owned)} object(s) of `{release.name}` (revision {release.revision})",
-              "details": "*Deletes:* " + ", ".join(f"`{r.key}`" for r in sorted(owned))},
-        requested_by=inv.user, channel_id=inv.channel,
-        approvals_needed=deps.policy.approvals_needed(cluster, "undeploy"), ttl=deps.approval_ttl,
-        lock_key=lock_key(cluster.name, namespace, release.name))
-    _publish(inv, op, cluster.name)
-    return op
+    return _propose(inv, cluster, "undeploy", namespace, release.name, params={}, plan={
+        "object": f"{release.kind}/{release.name}",
+        "change": f"delete {len(owned)} object(s) of `{release.name}` (revision {release.revision})",
+        "details": "*Deletes:* " + ", ".join(f"`{r.key}`" for r in sorted(owned)),
+    })
 
 
 def rollback(cmd: Command, inv: Invocation) -> Operation:
@@ -229,19 +223,14 @@ def rollback(cmd: Command, inv: Invocation) -> Operation:
         raise Refusal(f"`{release.name}` is at revision {current} already; nothing to do.", cmd.usage,
                       cluster=cluster.name)
     target = f"revision {wanted}" if wanted is not None else "the revision before the current one"
-    deps = inv.deps
-    op = deps.store.create_operation(
-        kind="rollback", cluster=cluster.name, namespace=namespace, target=release.name,
-        params={"revision": wanted, "startup_seconds": 600},
-        plan={"object": f"{release.kind}/{release.name}",
-              "change": f"roll back from revision {release.revision} to {target}",
-              "details": (f"Re-applies the stored manifests of {target} as a new revision, and deletes objects "
-                          "that revision did not have (e.g. an autoscaler added later).")},
-        requested_by=inv.user, channel_id=inv.channel,
-        approvals_needed=deps.policy.approvals_needed(cluster, "rollback"), ttl=deps.approval_ttl,
-        lock_key=lock_key(cluster.name, namespace, release.name))
-    _publish(inv, op, cluster.name)
-    return op
+    return _propose(inv, cluster, "rollback", namespace, release.name, params={
+        "revision": wanted, "startup_seconds": 600,
+    }, plan={
+        "object": f"{release.kind}/{release.name}",
+        "change": f"roll back from revision {release.revision} to {target}",
+        "details": (f"Re-applies the stored manifests of {target} as a new revision, and deletes objects "
+                    "that revision did not have (e.g. an autoscaler added later)."),
+    })
 
 
 QUEUE_METRIC = "vllm:num_requests_waiting"
@@ -285,19 +274,14 @@ def autoscale(cmd: Command, inv: Invocation) -> Operation:
                                "query": f'sum({QUEUE_METRIC}{{namespace="{namespace}",'
                                         f'pod=~"{release.name}-.*"}})'}}]}}
         what = f"{QUEUE_METRIC} above {waiting} per replica"
-    deps = inv.deps
-    op = deps.store.create_operation(
-        kind="autoscale", cluster=cluster.name, namespace=namespace, target=release.name,
-        params={"scaler": scaler, "startup_seconds": 600},
-        plan={"object": f"{scaler['kind']}/{release.name}",
-              "change": f"autoscale {low}–{high} replicas on {what}",
-              "details": f"Adds `{scaler['kind']}/{release.name}` to the release as a new revision "
-                         f"(now {release.ready}/{release.desired} ready at revision {release.revision})."},
-        requested_by=inv.user, channel_id=inv.channel,
-        approvals_needed=deps.policy.approvals_needed(cluster, "autoscale"), ttl=deps.approval_ttl,
-        lock_key=lock_key(cluster.name, namespace, release.name))
-    _publish(inv, op, cluster.name)
-    return op
+    return _propose(inv, cluster, "autoscale", namespace, release.name, params={
+        "scaler": scaler, "startup_seconds": 600,
+    }, plan={
+        "object": f"{scaler['kind']}/{release.name}",
+        "change": f"autoscale {low}–{high} replicas on {what}",
+        "details": f"Adds `{scaler['kind']}/{release.name}` to the release as a new revision "
+                   f"(now {release.ready}/{release.desired} ready at revision {release.revision}).",
+    })
 
 
 # ---- test ----------------------------------------------------------------------------------------

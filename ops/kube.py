@@ -82,6 +82,13 @@ class ScaleResult:
 Progress = Callable[[str], None]
 
 
+def retryable(status: int | None) -> bool:
+    """A 5xx, or a 409 conflict: the object changed between the server's read and its write. Every write
+    the bot makes carries absolute values and no resourceVersion (a merge patch of replicas, a forced
+    server-side apply), so sending it again makes the server read the object afresh and apply it once."""
+    return status is not None and (status >= 500 or status == 409)
+
+
 def _api_error(cluster: str, exc: ApiException, what: str) -> OpsError:
     try:
         message = json.loads(exc.body or "{}").get("message") or exc.reason
@@ -126,7 +133,7 @@ class KubeCluster:
         return k8s.CoreV1Api(self.api_client)
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call the API; 5xx answers and connection errors are retried with backoff.
+        """Call the API; 5xx answers, 409 conflicts and connection errors are retried with backoff.
 
         Safe because every call made here is idempotent: reads, and a merge patch that sets an
         absolute value (replicas = N), which applied twice is the same as applied once.
@@ -135,7 +142,7 @@ class KubeCluster:
             try:
                 return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
             except ApiException as exc:
-                if not (exc.status and exc.status >= 500 and attempt < RETRIES):
+                if not (retryable(exc.status) and attempt < RETRIES):
                     raise _api_error(self.name, exc, what) from None
             except (HTTPError, OSError) as exc:
                 if attempt == RETRIES:

@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from ops.errors import OpsError
-from ops.kube import REQUEST_TIMEOUT, KubeCluster, _api_error
+from ops.kube import REQUEST_TIMEOUT, KubeCluster, _api_error, retryable
 
 MANAGER = "infer-bot"  # the field manager of every object the bot applies
 RELEASE_LABEL = "infer-bot.io/release"
@@ -183,8 +183,8 @@ class ReleaseApi:
 
     def request(self, what: str, method: str, path: str, *, query: Sequence[tuple[str, Any]] = (),
                 body: Any = None, content_type: str | None = None, retry: bool = True) -> dict[str, Any] | None:
-        """One request; None for 404. 5xx and connection errors are retried: every call made here is
-        idempotent (reads, server-side applies of a whole configuration, deletes)."""
+        """One request; None for 404. 5xx, 409 and connection errors are retried (ops.kube.retryable):
+        every call made here is idempotent (reads, server-side applies of a whole configuration, deletes)."""
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -202,7 +202,7 @@ class ReleaseApi:
                     raise ApiException(status=status, reason=resp.reason, body=data.decode("utf-8", "replace"))
                 return json.loads(data) if data else {}
             except ApiException as exc:
-                if not (exc.status and exc.status >= 500 and attempt < attempts - 1):
+                if not (retryable(exc.status) and attempt < attempts - 1):
                     raise _api_error(self.kube.name, exc, what) from None
             except (HTTPError, OSError) as exc:
                 if attempt == attempts - 1:

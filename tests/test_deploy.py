@@ -139,6 +139,23 @@ def test_image_pull_failure_is_diagnosed(deploy_bot, slack, kube):
     assert "ImagePullBackOff" in result and "no-such-tag" in result and "image.repository" in result
 
 
+def test_apply_conflicts_and_server_errors_are_sent_again(deploy_bot, slack, kube):
+    kube.fail_next("PATCH", r"/deployments/flaky$", 409, times=1)
+    kube.fail_next("PATCH", r"/services/flaky$", 503, times=1)
+    deploy_bot.slash("deploy qwen3-1.7b-vllm name=flaky", user=OPERATOR)
+    result = approve_and_wait(deploy_bot, slack, card_for(slack))
+    assert "ready: 1/1 serving" in result
+    applies = [r for r in kube.requests if r[0] == "PATCH" and r[1].endswith(("/deployments/flaky", "/services/flaky"))]
+    assert len(applies) == 4  # each object: the refused apply, then the one that took
+
+
+def test_an_oom_killed_model_server_is_diagnosed_with_what_to_lower(deploy_bot, slack, kube):
+    kube.controller.failing_images[QWEN_IMAGE.rsplit(":", 1)[0] + ":too-big"] = "OOMKilled"
+    deploy_bot.slash("deploy qwen3-1.7b-vllm name=oom set.inference.modelServer.image.tag=too-big", user=OPERATOR)
+    result = approve_and_wait(deploy_bot, slack, card_for(slack), word="Failed")
+    assert "OOMKilled" in result and "gpuMemoryUtilization" in result and "larger `instance=`" in result
+
+
 def test_missing_hf_token_secret_is_diagnosed_with_how_to_create_it(make_bot, slack, kube):
     bot = make_bot(chart={"path": str(BUNDLED_CHART)})  # no hf-token Secret in this cluster
     bot.slash("deploy qwen3-1.7b-vllm name=gated", user=OPERATOR)

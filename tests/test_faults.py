@@ -30,6 +30,17 @@ def test_kubernetes_5xx_on_patch_and_watch_is_retried_and_the_scale_succeeds(bot
     assert kube.get("apps/v1", "Deployment", "default", "qwen")["status"]["readyReplicas"] == 2
 
 
+def test_a_409_conflict_on_the_scale_patch_is_sent_again_and_applies_once(bot, slack, kube):
+    kube.fail_next("PATCH", r"/deployments/qwen/scale$", 409, times=1)  # someone changed it meanwhile
+    bot.slash("scale qwen 3", user=OPERATOR)
+    card = card_for(slack)
+    bot.click("op_approve", op_id_of(card), user=APPROVER, message_ts=card.response["ts"])
+    slack.wait_for(lambda c: c.params.get("thread_ts") == card.response["ts"] and "Succeeded" in text_of(c),
+                   timeout=30)
+    assert len(scale_patches(kube)) == 2
+    assert kube.get("apps/v1", "Deployment", "default", "qwen")["spec"]["replicas"] == 3
+
+
 def test_card_update_is_retried_after_a_slack_5xx(bot, slack):
     bot.slash("scale qwen 2", user=OPERATOR)
     card = card_for(slack)
