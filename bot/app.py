@@ -25,6 +25,7 @@ from bot.config import Config, Settings
 from bot.digest_store import DigestStore
 from bot.models_digest import FAILED, POSTED
 from bot.policy import GroupCache, Policy
+from bot.releases import ReleaseHistory
 from bot.storage import Store, make_engine, migrate
 from bot.worker import Worker
 from handlers.deps import Deps
@@ -159,7 +160,8 @@ def build_runtime(config: Config, settings: Settings, *, client: WebClient | Non
     work = ListenerPool(max_workers=8, name="work")
     deps = Deps(config=config, store=store, policy=policy, clusters=clusters,
                 approval_ttl=timedelta(hours=config.operations.approval_timeout_hours),
-                wake_worker=worker.wake, command=config.slack.command, digests=digests, run_later=work.submit)
+                wake_worker=worker.wake, command=config.slack.command, digests=digests, run_later=work.submit,
+                releases=ReleaseHistory(store))
     # Listener threads only verify, dispatch and ack, so a few suffice; the slow part goes to `work`.
     listeners = ListenerPool(max_workers=16)
     app = build_app(settings, client, deps, listeners)

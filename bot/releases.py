@@ -8,6 +8,7 @@ objects the release no longer has, and watches the rollout with one progress mes
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -121,17 +122,36 @@ def run_deploy(op: Operation, config: Config, clusters: Clusters, progress: Prog
                      preset=str(params.get("preset", "")), values=dict(params.get("values") or {}))
 
 
+def rollback_target(revisions: Sequence[ReleaseRevision], wanted: int | None) -> ReleaseRevision | None:
+    """The stored revision a rollback re-applies: `wanted`, or the one before the latest ("undo")."""
+    kept = [r for r in revisions if r.action != "undeploy"]
+    if wanted is None:
+        return kept[-2] if len(kept) >= 2 else None
+    return next((r for r in kept if r.revision == wanted), None)
+
+
+class ReleaseHistory:
+    """What the rollback card needs before approval (handlers.deps.ReleaseHistory)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def known(self, cluster: str, namespace: str, name: str) -> list[int]:
+        return [r.revision for r in history(self.store, cluster, namespace, name) if r.action != "undeploy"]
+
+    def rollback_target(self, cluster: str, namespace: str, name: str,
+                        wanted: int | None) -> tuple[int, list[dict[str, Any]]] | None:
+        target = rollback_target(history(self.store, cluster, namespace, name), wanted)
+        return None if target is None else (target.revision, [_unstamped(o) for o in target.manifests])
+
+
 def run_rollback(op: Operation, config: Config, clusters: Clusters, progress: Progress) -> Outcome:
     params = op.params or {}
-    revisions = [r for r in history(progress.store, op.cluster, op.namespace, op.target) if r.action != "undeploy"]
+    revisions = history(progress.store, op.cluster, op.namespace, op.target)
     wanted = params.get("revision")
-    if wanted is None:
-        # The one before the latest: what "undo the last change" means.
-        target = revisions[-2] if len(revisions) >= 2 else None
-    else:
-        target = next((r for r in revisions if r.revision == int(wanted)), None)
+    target = rollback_target(revisions, None if wanted is None else int(wanted))
     if target is None:
-        known = ", ".join(str(r.revision) for r in revisions) or "none"
+        known = ", ".join(str(r.revision) for r in revisions if r.action != "undeploy") or "none"
         return _outcome(False, f"no stored revision {wanted or '(previous)'} of `{op.target}`; known: {known}. "
                                "Nothing was changed.")
     objects = [_unstamped(o) for o in target.manifests]

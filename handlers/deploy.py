@@ -216,20 +216,33 @@ def undeploy(cmd: Command, inv: Invocation) -> Operation:
 
 
 def rollback(cmd: Command, inv: Invocation) -> Operation:
-    cluster, namespace, release, _ = _existing(cmd, inv, "rollback")
+    cluster, namespace, release, api = _existing(cmd, inv, "rollback")
     wanted = int(cmd.options["revision"]) if "revision" in cmd.options else None
     current = int(release.revision) if release.revision.isdigit() else None
     if wanted is not None and wanted == current:
         raise Refusal(f"`{release.name}` is at revision {current} already; nothing to do.", cmd.usage,
                       cluster=cluster.name)
     target = f"revision {wanted}" if wanted is not None else "the revision before the current one"
+    details = [f"Re-applies the stored manifests of {target} as a new revision, and deletes objects that "
+               "revision did not have (e.g. an autoscaler added later)."]
+    history = inv.deps.releases
+    if history is not None:
+        # Resolved now, so that approval applies exactly the revision this card shows.
+        found = history.rollback_target(cluster.name, namespace, release.name, wanted)
+        if found is None:
+            known = ", ".join(map(str, history.known(cluster.name, namespace, release.name))) or "none"
+            raise Refusal(f"`{release.name}` has no stored {target} to roll back to (revisions: {known}). "
+                          "Nothing was changed.", cmd.usage, cluster=cluster.name)
+        wanted, manifests = found
+        target = f"revision {wanted}"
+        changes = releases.plan(api, manifests, previous=releases.owned_objects(api, namespace, release.name))
+        details = [f"*Objects* (back to revision {wanted}):", *(f"• {c.line}" for c in changes)]
     return _propose(inv, cluster, "rollback", namespace, release.name, params={
         "revision": wanted, "startup_seconds": 600,
     }, plan={
         "object": f"{release.kind}/{release.name}",
         "change": f"roll back from revision {release.revision} to {target}",
-        "details": (f"Re-applies the stored manifests of {target} as a new revision, and deletes objects "
-                    "that revision did not have (e.g. an autoscaler added later)."),
+        "details": "\n".join(details),
     })
 
 

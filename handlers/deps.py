@@ -119,6 +119,17 @@ class Clusters(Protocol):
     def registered(self) -> Sequence[ProvisionedCluster]: ...
 
 
+class ReleaseHistory(Protocol):
+    """The revisions the bot recorded per release (bot.releases.ReleaseHistory)."""
+
+    def known(self, cluster: str, namespace: str, name: str) -> list[int]: ...
+
+    def rollback_target(self, cluster: str, namespace: str, name: str,
+                        wanted: int | None) -> tuple[int, list[dict[str, Any]]] | None:
+        """(revision, its manifests) that a rollback to `wanted` (None: the previous one) re-applies."""
+        ...
+
+
 class DigestRows(Protocol):
     """Digest subscriptions, posts and suggestions (bot.digest_store.DigestStore)."""
 
@@ -159,6 +170,7 @@ class Deps:
     wake_worker: Callable[[], None]
     command: str = "/infer"
     digests: DigestRows | None = None
+    releases: ReleaseHistory | None = None
     # Runs work that follows an ack (the wiring gives a thread pool of its own); inline by default.
     run_later: Callable[..., Any] = staticmethod(lambda fn, *args: fn(*args))  # type: ignore[assignment]
 

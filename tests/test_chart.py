@@ -91,6 +91,8 @@ def test_rbac_allows_exactly_what_the_pipeline_calls(make_bot, slack, kube):
     approved("deploy qwen3-1.7b-vllm name=a")  # no hf-token yet: it fails, the calls are the same
     approved("autoscale a min=1 max=2 metric=cpu")
     approved("autoscale a min=1 max=2 metric=queue")  # the HPA is pruned
+    approved("rollback a revision=2")  # the card reads the HPA it brings back; the ScaledObject is pruned
+    approved("rollback a revision=3")
     approved("undeploy a")
     for preset, name in (("llama-4-scout-17b-lws-vllm", "l"), ("llama-32-1b-ray-vllm", "r")):
         approved(f"deploy {preset} name={name}")

@@ -222,9 +222,18 @@ def test_rollback_restores_the_previous_spec_and_removes_an_object_added_later(d
     hpa = kube.get("autoscaling/v2", "HorizontalPodAutoscaler", "default", "chat")
     assert hpa["spec"]["maxReplicas"] == 3 and hpa["metadata"]["labels"]["infer-bot.io/revision"] == "3"
 
+    deploy_bot.slash("rollback chat revision=9", user=OPERATOR)
+    refused = slack.wait_for(lambda c: c.method == "response_url" and "revision 9" in text_of(c))
+    assert "no stored revision 9" in text_of(refused) and "(revisions: 1, 2, 3)" in text_of(refused)
+    assert refused.params.get("response_type") == "ephemeral"
+
     deploy_bot.slash("rollback chat revision=1", user=OPERATOR)
     card = card_for(slack, n=4)
-    assert "revision 3 to revision 1" in text_of(card)
+    shown = text_of(card)
+    assert "revision 3 to revision 1" in shown
+    # What approval will change, before approval: the argument back, the autoscaler gone.
+    assert "update `Deployment/chat`" in shown and "--max-model-len=8192" in shown
+    assert "delete `HorizontalPodAutoscaler/chat`" in shown
     result = approve_and_wait(deploy_bot, slack, card)
     assert "HorizontalPodAutoscaler/chat" in result
     assert deployment(kube, "chat")["spec"]["template"]["spec"] == first_spec
