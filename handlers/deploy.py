@@ -22,12 +22,12 @@ from slack_sdk.errors import SlackApiError
 from handlers import cards, release_blocks
 from handlers.base import Invocation, Refusal
 from handlers.blocks import Operation
-from handlers.deps import ClusterConfig, Deps
+from handlers.deps import ClusterConfig, Config, Deps
 from handlers.models import catalog_settings
 from handlers.parse import Command
 from ops import catalog, fit, inference, releases
 from ops.errors import OpsError
-from ops.helm import BUNDLED_CHART, ChartSource, Helm
+from ops.helm import ChartSource, Helm
 from ops.releases import MissingApi, ObjectRef, ReleaseApi
 
 
@@ -36,17 +36,11 @@ def lock_key(cluster: str, namespace: str, name: str) -> str:
     return f"release:{cluster}/{namespace}/{name}"
 
 
-def _chart(config: Any) -> tuple[ChartSource, Helm, tuple[str, ...]]:
-    section = getattr(config, "chart", None)
-    path = getattr(section, "path", None)
-    repo = getattr(section, "repo", None)
-    source = ChartSource(path=path, repo=None if path else repo, name=getattr(section, "name", "inference-charts"),
-                         version=getattr(section, "version", ""))
-    if section is None:
-        source = ChartSource(path=str(BUNDLED_CHART))
-    helm = Helm(timeout=getattr(section, "timeout_seconds", 60.0), cache_dir=getattr(section, "cache_dir", None))
-    allowed = tuple(getattr(section, "allowed_sets", None) or ())  # bot.config has the defaults
-    return source, helm, allowed
+def _chart(config: Config) -> tuple[ChartSource, Helm, tuple[str, ...]]:
+    chart = config.chart
+    source = ChartSource(path=chart.path, repo=None if chart.path else chart.repo, name=chart.name,
+                         version=chart.version)
+    return source, Helm(timeout=chart.timeout_seconds, cache_dir=chart.cache_dir), tuple(chart.allowed_sets)
 
 
 def _money(value: float | None) -> str:

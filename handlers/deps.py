@@ -21,6 +21,17 @@ class ClusterConfig(Protocol):
     max_replicas: int
     channels: list[str]
     prometheus_url: str | None
+    inference_url: str | None
+
+
+class ChartConfig(Protocol):
+    path: str | None
+    repo: str
+    name: str
+    version: str
+    allowed_sets: list[str]
+    cache_dir: str | None
+    timeout_seconds: float
 
 
 class TerraformConfig(Protocol):
@@ -34,6 +45,7 @@ class TerraformConfig(Protocol):
 class Config(Protocol):
     sandbox: bool
     clusters: Sequence[ClusterConfig]
+    chart: ChartConfig
     terraform: TerraformConfig
     # Digests (bot.config's MetricsConfig, AdvisorConfig, DigestConfig): read by handlers/digest.py only.
     metrics: Any

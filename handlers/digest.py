@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 import zoneinfo
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -78,11 +78,16 @@ def _rows(deps: Deps) -> DigestRows:
     return deps.digests
 
 
-def store_suggestions(rows: DigestRows, channel: str, post_id: int | None,
-                      suggestions: Sequence[Suggestion], deps: Deps | None = None) -> dict[str, int]:
-    """Suggestions that map to an operation get a row; its id is what their Apply button carries."""
+def apply_commands(suggestions: Sequence[Suggestion], deps: Deps | None) -> dict[str, str]:
+    """Suggestion key → the slash command its Apply button requests, for those that have one."""
     commands = {s.key: _command(s, deps) for s in suggestions if s.action is not None}
-    actionable = [s for s in suggestions if commands.get(s.key)]
+    return {key: command for key, command in commands.items() if command}
+
+
+def store_suggestions(rows: DigestRows, channel: str, post_id: int | None,
+                      suggestions: Sequence[Suggestion], commands: Mapping[str, str]) -> dict[str, int]:
+    """Suggestions that map to an operation get a row; its id is what their Apply button carries."""
+    actionable = [s for s in suggestions if s.key in commands]
     ids = rows.save_suggestions(channel, post_id, [
         {"cluster": s.cluster, "namespace": s.namespace, "deployment": s.deployment, "rule": s.rule,
          "title": s.title, "command": commands[s.key], "evidence": dict(s.evidence)} for s in actionable])
@@ -168,10 +173,11 @@ class _Built:
 
     def __init__(self, digest: Digest, deps: Deps | None = None) -> None:
         self.digest = digest
-        self.deps = deps  # held so that id(deps) in SharedBuilds' key cannot be reused while cached
+        self.deps = deps  # resolves the Apply commands; also keeps id(deps), SharedBuilds' key, from being reused
         self.at = time.monotonic()
         self._chart: bytes | None = None
         self._drawn = False
+        self._commands: dict[str, str] | None = None
         self._lock = threading.Lock()
 
     def chart(self) -> bytes | None:
@@ -179,6 +185,13 @@ class _Built:
             if not self._drawn:
                 self._chart, self._drawn = _chart(self.digest), True
             return self._chart
+
+    def commands(self) -> dict[str, str]:
+        """The Apply commands, resolved once (an instance change reads the cluster), not per channel."""
+        with self._lock:
+            if self._commands is None:
+                self._commands = apply_commands(self.digest.suggestions, self.deps)
+            return self._commands
 
 
 class SharedBuilds:
@@ -223,9 +236,9 @@ def post_digest(client: WebClient, deps: Deps, channel: str, clusters: Sequence[
     post_digests do): the pacing is per channel, so channels do not wait for each other, and
     callers within a minute of each other share one build (SharedBuilds).
     """
-    built = _Built(digest) if digest is not None else SHARED.get(deps, clusters)
+    built = _Built(digest, deps) if digest is not None else SHARED.get(deps, clusters)
     d = built.digest
-    apply_ids = store_suggestions(_rows(deps), channel, post_id, d.suggestions, deps)
+    apply_ids = store_suggestions(_rows(deps), channel, post_id, d.suggestions, built.commands())
     render = digest_blocks.render_digest(d, apply_ids, sandbox=deps.config.sandbox, layout=layout)
     with PACER.slot(channel):
         resp = client.chat_postMessage(channel=channel, text=render.main.text, blocks=render.main.blocks)
@@ -421,7 +434,8 @@ def metrics(cmd: Command, inv: Invocation) -> None:
         raise Refusal(f"no metrics for `{name}` in namespace `{namespace}` of `{cluster.name}` over the last "
                       f"{d.window_hours:g} h. `/infer status cluster={cluster.name}` lists what runs there.",
                       cmd.usage, cluster=cluster.name)
-    apply_ids = store_suggestions(_rows(inv.deps), inv.channel, None, report.suggestions, inv.deps)
+    apply_ids = store_suggestions(_rows(inv.deps), inv.channel, None, report.suggestions,
+                                  apply_commands(report.suggestions, inv.deps))
     inv.reply(digest_blocks.metrics_message(report, d, apply_ids, sandbox=inv.sandbox))
 
 
