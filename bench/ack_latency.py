@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from common import machine  # noqa: E402
 
-from bot.local_slack import Call, LocalSlack, SlackRequests  # noqa: E402
 from bot.sandbox.environment import deployment, node  # noqa: E402
 from bot.sandbox.kubeapi import KubeEmulator  # noqa: E402
+from bot.sandbox.slack.webapi import Call, LocalSlack, SlackRequests  # noqa: E402
 from tests.support.botproc import BOT_TOKEN, SIGNING_SECRET, BotProcess, free_port  # noqa: E402
 
 BARE_APP = """

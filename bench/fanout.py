@@ -1,6 +1,6 @@
 """Fan-out: one digest to 50 channels through the local Slack enforcing 1 message/second/channel.
 
-The mock (bot/local_slack.py `per_channel_limit(1)`, burst 1) answers HTTP 429 with Retry-After
+The mock (bot/sandbox/slack/webapi.py `per_channel_limit(1)`, burst 1) answers HTTP 429 with Retry-After
 beyond the limit, like Slack's chat.postMessage. The bot's real path posts: `digests:` schedules in
 the config fire through the bot's DigestScheduler (bot/scheduler.py → handlers/digest.py
 post_digest), each channel claims its slot in the database, and the digest is built from a real
@@ -46,9 +46,9 @@ import common
 
 from bot.app import Runtime, build_runtime, make_client
 from bot.config import Settings, parse_config
-from bot.local_slack import LocalSlack
 from bot.sandbox.kubeapi import KubeEmulator
 from bot.sandbox.metrics_data import aligned_now, binaries, dataset_at, serve_dataset
+from bot.sandbox.slack.webapi import LocalSlack
 from handlers import digest as digest_handler
 from handlers.digest_blocks import render_digest
 from tests.support.botproc import BOT_TOKEN, Database

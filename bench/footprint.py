@@ -15,8 +15,8 @@ from pathlib import Path
 
 import common  # noqa: F401  (puts the repo on sys.path)
 
-from bot.local_slack import LocalSlack
 from bot.sandbox.kubeapi import KubeEmulator
+from bot.sandbox.slack.webapi import LocalSlack
 from tests.support.botproc import BOT_TOKEN, BotProcess
 
 

@@ -12,26 +12,28 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-import handlers
 from bot import logs
 from bot.clusters import Clusters
 from bot.config import Config, Settings
-from bot.digest_store import DigestStore
-from bot.models_digest import FAILED, POSTED
+from bot.db.digests import DigestStore
+from bot.db.releases import ReleaseHistory
+from bot.db.store import Store, make_engine, migrate
+from bot.db.tables import PostStatus
+from bot.pacing import Pacer, SharedBuilds
 from bot.policy import GroupCache, Policy
-from bot.releases import ReleaseHistory
-from bot.storage import Store, make_engine, migrate
-from bot.worker import Worker
+from bot.runs.infra import check_drift_all
+from bot.runs.worker import Worker
+from bot.scheduler import DigestScheduler, period_key
+from handlers.commands import VERB_TABLE
 from handlers.deps import Deps
-
-if TYPE_CHECKING:
-    from bot.scheduler import DigestScheduler
+from handlers.digest import post_digest
+from ops.cron import make_trigger
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +97,6 @@ class Runtime:
 
     def start_scheduler(self) -> DigestScheduler:
         """Scheduled digests (config `digests:` and channel subscriptions) in this process."""
-        from bot.scheduler import DigestScheduler
-        from handlers.digest import post_digest
-
         assert self.deps is not None and self.digests is not None
         deps, client = self.deps, self.client
         self.scheduler = DigestScheduler(
@@ -115,9 +114,6 @@ class Runtime:
         The slot is claimed through the same unique (channel, period) key as digests, under a name no
         Slack channel can have, so the guard that keeps digests single also keeps drift checks single.
         """
-        from bot.infra import check_drift_all
-        from bot.scheduler import make_trigger, period_key
-
         assert self.digests is not None and self.config.terraform.drift_cron
         grace = timedelta(seconds=self.config.metrics.misfire_grace_seconds)
         slot = period_key(make_trigger(self.config.terraform.drift_cron, "UTC"), now or datetime.now(UTC), grace)
@@ -128,9 +124,9 @@ class Runtime:
             created = check_drift_all(self.config, self.store)
         except Exception as exc:
             log.exception("scheduled drift check failed")
-            self.digests.finish_post(claim, FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
+            self.digests.finish_post(claim, PostStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
             return []
-        self.digests.finish_post(claim, POSTED, summary={"operations": created})
+        self.digests.finish_post(claim, PostStatus.POSTED, summary={"operations": created})
         self.worker.wake()
         return created
 
@@ -160,7 +156,8 @@ def build_runtime(config: Config, settings: Settings, *, client: WebClient | Non
     work = ListenerPool(max_workers=8, name="work")
     deps = Deps(config=config, store=store, policy=policy, clusters=clusters,
                 approval_ttl=timedelta(hours=config.operations.approval_timeout_hours),
-                wake_worker=worker.wake, command=config.slack.command, digests=digests, run_later=work.submit,
+                wake_worker=worker.wake, pacer=Pacer(), builds=SharedBuilds(), verbs=VERB_TABLE,
+                command=config.slack.command, digests=digests, run_later=work.submit,
                 releases=ReleaseHistory(store))
     # Listener threads only verify, dispatch and ack, so a few suffice; the slow part goes to `work`.
     listeners = ListenerPool(max_workers=16)
@@ -185,5 +182,5 @@ def build_app(settings: Settings, client: WebClient, deps: Deps, listeners: Thre
         logs.slack_user.set(str(user) if user else None)
         return next()
 
-    handlers.register(app, deps.command)
+    listeners.register(app, deps.command)
     return app

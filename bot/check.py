@@ -6,7 +6,7 @@ from sqlalchemy import text
 
 from bot.clusters import Clusters
 from bot.config import Config, Settings
-from bot.storage import make_engine
+from bot.db.store import make_engine
 from ops.errors import OpsError
 from ops.metrics import PromError, probe
 

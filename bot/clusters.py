@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot import infra_store
 from bot.config import ClusterConfig, Config, EksRef
-from bot.models_infra import DESTROYED, InfraCluster
-from bot.storage import Store
+from bot.db.infra import InfraStore
+from bot.db.store import Store
+from bot.db.tables import ClusterStatus, InfraCluster
 from ops import aws
 from ops.errors import OpsError
 from ops.kube import KubeCluster
@@ -48,8 +48,8 @@ class Clusters:
         configured = self.config.cluster(name)
         if configured is not None or name is None or self.store is None:
             return configured
-        row = infra_store.registration(self.store, name)
-        if row is None or row.status == DESTROYED:
+        row = InfraStore(self.store).registration(name)
+        if row is None or row.status == ClusterStatus.DESTROYED:
             return None
         with self._lock:
             self._registered_at[name] = row.updated_at  # a new registration gets a new client
@@ -61,15 +61,16 @@ class Clusters:
     def names(self) -> list[str]:
         """Configured clusters, then provisioned ones that are not also configured."""
         names = [c.name for c in self.config.clusters]
-        return names + [r.name for r in self._registrations() if r.status != DESTROYED and r.name not in names]
+        return names + [r.name for r in self._registrations()
+                        if r.status != ClusterStatus.DESTROYED and r.name not in names]
 
     def _registrations(self) -> list[InfraCluster]:
-        return infra_store.registrations(self.store) if self.store is not None else []
+        return InfraStore(self.store).registrations() if self.store is not None else []
 
     def registered(self) -> list[ProvisionedCluster]:
         if self.store is None:
             return []
-        runs = infra_store.last_runs(self.store)
+        runs = InfraStore(self.store).last_runs()
         out = []
         for row in self._registrations():
             run = runs.get(row.name)
@@ -91,7 +92,7 @@ class Clusters:
             kube = KubeCluster(cluster.name, api_client=aws.api_client(
                 aws.describe_cluster(cluster.eks.name, cluster.eks.region)))
         elif cluster.kubeconfig is None and self.config.cluster(cluster.name) is None and self.store is not None:
-            row = infra_store.registration(self.store, cluster.name)
+            row = InfraStore(self.store).registration(cluster.name)
             # Without this, the client would quietly fall back to ~/.kube/config: some other cluster.
             raise OpsError(f"cluster `{cluster.name}` was provisioned, but I do not know how to reach it: "
                            f"{row.note if row else 'it is not registered'}")

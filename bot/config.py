@@ -103,7 +103,7 @@ class TerraformConfig(_Strict):
     plan_max_age_minutes: float = Field(default=120, gt=0)
     timeout_minutes: float = Field(default=120, gt=0)  # any one terraform command
     progress_seconds: float = Field(default=5, gt=0)  # the apply's progress message changes at most this often
-    # The scheduled drift check (bot.infra.check_drift_all): when, and where drift is reported.
+    # The scheduled drift check (bot.runs.infra.check_drift_all): when, and where drift is reported.
     drift_cron: str | None = None
     drift_channel: str | None = Field(default=None, pattern=r"^[CG][A-Z0-9]+$")
 
@@ -125,7 +125,7 @@ class DigestConfig(_Strict):
     @field_validator("cron")
     @classmethod
     def _five_fields(cls, value: str) -> str:
-        from bot.cron import parse_crontab
+        from ops.cron import parse_crontab
 
         parse_crontab(value)  # raises ValueError naming the wrong field
         return value

@@ -21,7 +21,7 @@ from slack_bolt.request import BoltRequest
 
 from bot.app import Runtime, build_runtime, make_client
 from bot.config import Config, Settings
-from bot.local_slack import Call, LocalSlack, SlackRequests
+from bot.sandbox.slack.webapi import Call, LocalSlack, SlackRequests
 
 CONSOLE_HELP = """\
 Type slash commands as in Slack, e.g. `/infer help`, `/infer status`, `/infer scale qwen3-1-7b-vllm 2`.

@@ -7,7 +7,7 @@ unique key in the database, and only the process that got the claim builds and p
 APScheduler's FAQ is explicit that schedulers must not share a job store; they share nothing here.
 
 Every trigger gets an explicit time zone (a bare CronTrigger would use the machine's), crontab's
-day-of-week and day-field rules are translated by bot/cron.py, and a fire time missed by up to
+day-of-week and day-field rules are translated by ops/cron.py, and a fire time missed by up to
 `misfire_grace_seconds` (a restart at 09:00) still posts; older ones are coalesced into one.
 """
 
@@ -21,20 +21,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.combining import OrTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.config import Config
-from bot.cron import parse_crontab
-from bot.digest_store import DigestStore
-from bot.models_digest import FAILED, POSTED
+from bot.db.digests import DigestStore
+from bot.db.tables import PostStatus
+from ops.cron import make_trigger
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +43,6 @@ class Posted(Protocol):
 
 # post(channel, cluster names (empty = all), digest post id) → what was posted. Raises on failure.
 PostDigest = Callable[[str, Sequence[str], int], Posted]
-
-
-def make_trigger(cron: str, timezone: str) -> BaseTrigger:
-    spec = parse_crontab(cron)
-    common: dict[str, Any] = {"minute": spec.minute, "hour": spec.hour, "month": spec.month,
-                              "timezone": ZoneInfo(timezone)}
-    if spec.either_day:
-        return OrTrigger([CronTrigger(day=spec.day, **common), CronTrigger(day_of_week=spec.day_of_week, **common)])
-    return CronTrigger(day=spec.day, day_of_week=spec.day_of_week, **common)
 
 
 def latest_fire_time(trigger: BaseTrigger, now: datetime, lookback: timedelta) -> datetime | None:
@@ -95,7 +83,7 @@ class DigestScheduler:
         Slack lets one channel have one message per second, so a digest is mostly waiting; with
         APScheduler's default pool of 10, fifty channels subscribed at 09:00 would post ten at a
         time. Each channel gets its own thread up to `workers`; the build is shared
-        (handlers.digest.SharedBuilds), so more threads do not mean more PromQL.
+        (the Runtime's SharedBuilds, bot/pacing.py), so more threads do not mean more PromQL.
         """
         self.config = config
         self.digests = digests
@@ -207,7 +195,7 @@ class DigestScheduler:
             posted = self.post(schedule.channel, schedule.clusters, post_id)
         except Exception as exc:
             log.exception("digest for %s at %s failed", schedule.channel, period)
-            self.digests.finish_post(post_id, FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
+            self.digests.finish_post(post_id, PostStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
             return post_id
-        self.digests.finish_post(post_id, POSTED, ts=posted.ts, summary=posted.summary)
+        self.digests.finish_post(post_id, PostStatus.POSTED, ts=posted.ts, summary=posted.summary)
         return post_id

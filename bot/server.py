@@ -20,7 +20,7 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot.app import Runtime
-from bot.storage import FINAL
+from bot.db.tables import FINAL
 
 log = logging.getLogger(__name__)
 

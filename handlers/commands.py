@@ -9,11 +9,11 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from handlers import blocks, deploy, history, info, models, provision, scale
+from handlers import blocks, deploy, history, info, infra, models, scale
 from handlers import digest as digests
 from handlers.base import Invocation, Refusal
+from handlers.counters import COMMANDS
 from handlers.deps import Deps
-from handlers.metrics import COMMANDS
 from handlers.parse import VERBS, Command, UsageError, parse
 from ops.errors import OpsError
 
@@ -36,9 +36,9 @@ HANDLERS: dict[str, Handler] = {
     "approvals": history.approvals,
     "ops": history.operations,
     "audit": history.audit,
-    "provision": provision.provision,
-    "destroy": provision.destroy,
-    "drift": provision.drift,
+    "provision": infra.provision,
+    "destroy": infra.destroy,
+    "drift": infra.drift,
     "digest": digests.digest,
     "metrics": digests.metrics,
 }
@@ -91,34 +91,49 @@ def _first_delivery_then_run(command: dict[str, Any], cmd: Command, inv: Invocat
         inv.reply(blocks.refusal("I cannot reach my database just now; nothing was changed. Try again in a "
                                  "minute.", sandbox=inv.sandbox))
         return
-    run(cmd, inv)
+    VERB_TABLE.run(cmd, inv)
 
 
-def run(cmd: Command, inv: Invocation) -> None:
-    handler = HANDLERS.get(cmd.verb)
-    outcome = "ok"
-    try:
+class VerbTable:
+    """Where each verb is executed, handed to the buttons that run a command (the drift report's
+    "Plan a fix", a suggestion's Apply) through Deps at wiring time, as Atlantis hands its runners in."""
+
+    def __init__(self, handlers: dict[str, Handler]) -> None:
+        self.handlers = handlers
+
+    def request(self, cmd: Command, inv: Invocation) -> object:
+        """Run the verb's handler; a change returns its operation. Raises Refusal/OpsError."""
+        handler = self.handlers.get(cmd.verb)
         if handler is None:
             raise Refusal(f"`{cmd.verb}` is not available in this version of the bot yet. "
                           f"`{inv.deps.command} help` lists what is.")
-        handler(cmd, inv)
-    except (Refusal, OpsError) as exc:
-        outcome = "refused"
-        usage = exc.usage if isinstance(exc, Refusal) else ""
-        cluster = exc.cluster if isinstance(exc, Refusal) else cmd.cluster
-        inv.deps.store.audit(inv.user, cmd.verb, "refused", cluster=cluster, channel_id=inv.channel,
-                             detail=exc.message)
-        inv.reply(blocks.refusal(exc.message, usage, sandbox=inv.sandbox))
-    except Exception:
-        outcome = "error"
-        ref = uuid.uuid4().hex[:8]
-        log.exception("command %s failed (ref %s)", cmd.verb, ref)
-        inv.deps.store.audit(inv.user, cmd.verb, "failed", cluster=cmd.cluster, channel_id=inv.channel,
-                             detail=f"internal error, ref {ref}")
-        inv.reply(blocks.refusal(f"something went wrong on my side (ref `{ref}`); nothing was changed. "
-                                 "The bot's logs have the details.", sandbox=inv.sandbox))
-    finally:
-        COMMANDS.labels(verb=cmd.verb, outcome=outcome).inc()
+        return handler(cmd, inv)
+
+    def run(self, cmd: Command, inv: Invocation) -> None:
+        """Run the verb and answer: refusals ephemeral and audited, internal errors with a reference."""
+        outcome = "ok"
+        try:
+            self.request(cmd, inv)
+        except (Refusal, OpsError) as exc:
+            outcome = "refused"
+            usage = exc.usage if isinstance(exc, Refusal) else ""
+            cluster = exc.cluster if isinstance(exc, Refusal) else cmd.cluster
+            inv.deps.store.audit(inv.user, cmd.verb, "refused", cluster=cluster, channel_id=inv.channel,
+                                 detail=exc.message)
+            inv.reply(blocks.refusal(exc.message, usage, sandbox=inv.sandbox))
+        except Exception:
+            outcome = "error"
+            ref = uuid.uuid4().hex[:8]
+            log.exception("command %s failed (ref %s)", cmd.verb, ref)
+            inv.deps.store.audit(inv.user, cmd.verb, "failed", cluster=cmd.cluster, channel_id=inv.channel,
+                                 detail=f"internal error, ref {ref}")
+            inv.reply(blocks.refusal(f"something went wrong on my side (ref `{ref}`); nothing was changed. "
+                                     "The bot's logs have the details.", sandbox=inv.sandbox))
+        finally:
+            COMMANDS.labels(verb=cmd.verb, outcome=outcome).inc()
+
+
+VERB_TABLE = VerbTable(HANDLERS)
 
 
 def help_lines() -> list[tuple[str, str]]:

@@ -15,8 +15,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from handlers import blocks, cards
+from handlers.counters import ACTIONS
 from handlers.deps import Deps
-from handlers.metrics import ACTIONS
 
 log = logging.getLogger(__name__)
 

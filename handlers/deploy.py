@@ -4,7 +4,7 @@ Everything a user can get wrong is refused here, before any card: an unknown pre
 outside the allow-list, a model that does not fit its instance (with the numbers and the smallest
 instance that fits), a custom resource whose operator is missing, a name taken by an object the bot
 does not own. The card then shows the fit estimate, the hourly cost and what will be created or
-changed; the worker (bot/releases.py) applies exactly the objects rendered here.
+changed; the worker (bot/runs/releases.py) applies exactly the objects rendered here.
 """
 
 from __future__ import annotations
@@ -25,15 +25,10 @@ from handlers.blocks import Operation
 from handlers.deps import ClusterConfig, Config, Deps
 from handlers.models import catalog_settings
 from handlers.parse import Command
-from ops import catalog, fit, inference, releases
+from ops import catalog, fit, inference, lock_keys, releases
 from ops.errors import OpsError
 from ops.helm import ChartSource, Helm
 from ops.releases import MissingApi, ObjectRef, ReleaseApi
-
-
-def lock_key(cluster: str, namespace: str, name: str) -> str:
-    """One change at a time per release: a second approved deploy waits for the first to finish."""
-    return f"release:{cluster}/{namespace}/{name}"
 
 
 def _chart(config: Config) -> tuple[ChartSource, Helm, tuple[str, ...]]:
@@ -177,7 +172,7 @@ def _propose(inv: Invocation, cluster: ClusterConfig, kind: str, namespace: str,
     op = deps.store.create_operation(
         kind=kind, cluster=cluster.name, namespace=namespace, target=name, params=params, plan=plan,
         requested_by=inv.user, channel_id=inv.channel, approvals_needed=deps.policy.approvals_needed(cluster, kind),
-        ttl=deps.approval_ttl, lock_key=lock_key(cluster.name, namespace, name))
+        ttl=deps.approval_ttl, lock_key=lock_keys.workload(cluster.name, namespace, name))
     try:
         cards.publish(inv.client, deps.store, op, sandbox=inv.sandbox, wake=deps.wake_worker)
     except cards.CardNotPosted as exc:

@@ -5,12 +5,14 @@ Protocols rather than imports of bot/: handlers depend on what they call, not on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from handlers.blocks import AuditEntry, Operation
+from handlers.parse import Command
 from ops.kube import KubeCluster
 
 
@@ -132,7 +134,7 @@ class Clusters(Protocol):
 
 
 class ReleaseHistory(Protocol):
-    """The revisions the bot recorded per release (bot.releases.ReleaseHistory)."""
+    """The revisions the bot recorded per release (bot.db.releases.ReleaseHistory)."""
 
     def known(self, cluster: str, namespace: str, name: str) -> list[int]: ...
 
@@ -143,7 +145,7 @@ class ReleaseHistory(Protocol):
 
 
 class DigestRows(Protocol):
-    """Digest subscriptions, posts and suggestions (bot.digest_store.DigestStore)."""
+    """Digest subscriptions, posts and suggestions (bot.db.digests.DigestStore)."""
 
     def subscribe(self, channel: str, cron: str, timezone: str, user: str,
                   clusters: Sequence[str] = ()) -> tuple[Any, Any | None]: ...
@@ -172,6 +174,30 @@ class DigestRows(Protocol):
         ...
 
 
+class Pacer(Protocol):
+    """Per-channel pacing of posts in this process (bot.pacing.Pacer)."""
+
+    def slot(self, channel: str) -> AbstractContextManager[None]: ...
+
+
+class SharedBuilds(Protocol):
+    """Single-flight builds shared by callers within a ttl (bot.pacing.SharedBuilds)."""
+
+    def get(self, key: Hashable, build: Callable[[], Any]) -> Any: ...
+
+
+class Verbs(Protocol):
+    """The verb table (handlers.commands.VerbTable), for buttons that run a command."""
+
+    def request(self, cmd: Command, inv: Any) -> object:
+        """Run the verb's handler; a change returns its operation. Raises Refusal/OpsError."""
+        ...
+
+    def run(self, cmd: Command, inv: Any) -> None:
+        """Run the verb and answer the user, refusals included."""
+        ...
+
+
 @dataclass(frozen=True)
 class Deps:
     config: Config
@@ -180,6 +206,9 @@ class Deps:
     clusters: Clusters
     approval_ttl: timedelta
     wake_worker: Callable[[], None]
+    pacer: Pacer
+    builds: SharedBuilds
+    verbs: Verbs
     command: str = "/infer"
     digests: DigestRows | None = None
     releases: ReleaseHistory | None = None

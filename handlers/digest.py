@@ -13,8 +13,7 @@ import threading
 import time
 import uuid
 import zoneinfo
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,8 +23,8 @@ from slack_sdk.errors import SlackApiError
 
 from handlers import blocks, digest_blocks, scale
 from handlers.base import Invocation, Refusal
+from handlers.counters import ACTIONS
 from handlers.deps import Deps, DigestRows
-from handlers.metrics import ACTIONS
 from handlers.parse import Command, UsageError, parse
 from ops import instances, releases
 from ops.advisor import Suggestion, thresholds_from
@@ -124,37 +123,6 @@ def _command(s: Suggestion, deps: Deps | None) -> str:
 # ---- posting --------------------------------------------------------------------------------------
 
 
-class _Pacer:
-    """At most one post per second per channel from this process (Slack's chat.postMessage limit).
-
-    The second is counted from the end of the previous post (a post that was retried after a 429
-    ended late). 429s that still happen (other processes, bursts) are retried by the client's
-    RateLimitErrorRetryHandler, which honours Retry-After.
-    """
-
-    def __init__(self, interval: float = 1.05) -> None:  # a hair over 1 s: clocks and buckets round
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    @contextmanager
-    def slot(self, channel: str) -> Iterator[None]:
-        with self._guard:
-            lock = self._locks.setdefault(channel, threading.Lock())
-        with lock:  # one post at a time per channel from this process
-            due = self._last.get(channel, 0.0) + self.interval
-            if due > time.monotonic():
-                time.sleep(due - time.monotonic())
-            try:
-                yield
-            finally:
-                self._last[channel] = time.monotonic()
-
-
-PACER = _Pacer()
-
-
 @dataclass(frozen=True)
 class Posted:
     ts: str | None
@@ -173,7 +141,7 @@ class _Built:
 
     def __init__(self, digest: Digest, deps: Deps | None = None) -> None:
         self.digest = digest
-        self.deps = deps  # resolves the Apply commands; also keeps id(deps), SharedBuilds' key, from being reused
+        self.deps = deps  # resolves the Apply commands
         self.at = time.monotonic()
         self._chart: bytes | None = None
         self._drawn = False
@@ -194,37 +162,11 @@ class _Built:
             return self._commands
 
 
-class SharedBuilds:
-    """Digests of the same clusters requested within `ttl` seconds share one build (single flight).
-
-    Fifty channels subscribed at 09:00 would otherwise cost fifty times the queries and fifty
-    charts; this way a fan-out costs one digest's PromQL (a constant) and one chart. Keyed by the
-    bot (its Deps) and the cluster names; the window's end is the first caller's "now".
-    """
-
-    def __init__(self, ttl: float = 60.0) -> None:
-        self.ttl = ttl
-        self._entries: dict[tuple[int, tuple[str, ...]], _Built] = {}
-        self._locks: dict[tuple[int, tuple[str, ...]], threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def get(self, deps: Deps, clusters: Sequence[str]) -> _Built:
-        key = (id(deps), tuple(sorted(clusters)))
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:  # the others wait for the one build in flight instead of starting their own
-            entry = self._entries.get(key)
-            if entry is None or time.monotonic() - entry.at > self.ttl:
-                entry = _Built(build_digest(deps, clusters), deps)
-                with self._guard:
-                    now = time.monotonic()
-                    for old in [k for k, e in self._entries.items() if now - e.at > self.ttl]:
-                        del self._entries[old]
-                    self._entries[key] = entry
-            return entry
-
-
-SHARED = SharedBuilds()
+def _shared_build(deps: Deps, clusters: Sequence[str]) -> _Built:
+    """The digest of `clusters`, built once for every channel that posts it within the builds' ttl."""
+    built: _Built = deps.builds.get(("digest", *sorted(clusters)),
+                                    lambda: _Built(build_digest(deps, clusters), deps))
+    return built
 
 
 def post_digest(client: WebClient, deps: Deps, channel: str, clusters: Sequence[str] = (),
@@ -234,24 +176,24 @@ def post_digest(client: WebClient, deps: Deps, channel: str, clusters: Sequence[
 
     Safe to call from many threads at once for different channels (that is what the scheduler and
     post_digests do): the pacing is per channel, so channels do not wait for each other, and
-    callers within a minute of each other share one build (SharedBuilds).
+    callers within a minute of each other share one build (deps.builds).
     """
-    built = _Built(digest, deps) if digest is not None else SHARED.get(deps, clusters)
+    built = _Built(digest, deps) if digest is not None else _shared_build(deps, clusters)
     d = built.digest
     apply_ids = store_suggestions(_rows(deps), channel, post_id, d.suggestions, built.commands())
     render = digest_blocks.render_digest(d, apply_ids, sandbox=deps.config.sandbox, layout=layout)
-    with PACER.slot(channel):
+    with deps.pacer.slot(channel):
         resp = client.chat_postMessage(channel=channel, text=render.main.text, blocks=render.main.blocks)
     ts = str(resp["ts"])
     for message in render.thread:
-        with PACER.slot(channel):
+        with deps.pacer.slot(channel):
             client.chat_postMessage(channel=channel, thread_ts=ts, text=message.text, blocks=message.blocks)
     files = []
     chart = built.chart()
-    if chart is not None and _upload(client, channel, ts, chart, "digest.png",
+    if chart is not None and _upload(client, deps, channel, ts, chart, "digest.png",
                                      f"Accelerator utilization and p95 latency, last {d.window_hours:g} h"):
         files.append("digest.png")
-    if render.table_csv is not None and _upload(client, channel, ts, render.table_csv, "digest.csv",
+    if render.table_csv is not None and _upload(client, deps, channel, ts, render.table_csv, "digest.csv",
                                                 f"All {len(d.deployments)} deployments"):
         files.append("digest.csv")
     return Posted(ts, summary_of(d, len(render.thread), files))
@@ -271,7 +213,7 @@ def post_digests(client: WebClient, deps: Deps, channels: Sequence[str], cluster
     out: dict[str, Posted | Exception] = {}
     if not channels:
         return out
-    SHARED.get(deps, clusters)  # build once before fanning out (the threads would wait for it anyway)
+    _shared_build(deps, clusters)  # build once before fanning out (the threads would wait for it anyway)
 
     def one(channel: str) -> Posted | Exception:
         try:
@@ -304,11 +246,12 @@ def _chart(d: Digest) -> bytes | None:
         return None
 
 
-def _upload(client: WebClient, channel: str, ts: str, content: bytes, filename: str, title: str) -> bool:
+def _upload(client: WebClient, deps: Deps, channel: str, ts: str, content: bytes, filename: str,
+            title: str) -> bool:
     # files_upload_v2 = files.getUploadURLExternal + the upload + files.completeUploadExternal, which
     # shares the file into the digest's thread (and counts as a post there).
     try:
-        with PACER.slot(channel):
+        with deps.pacer.slot(channel):
             client.files_upload_v2(channel=channel, thread_ts=ts, file=content, filename=filename, title=title)
     except (SlackApiError, OSError) as exc:
         log.warning("cannot upload %s to %s: %s", filename, channel, getattr(exc, "response", {}) or exc)
@@ -501,12 +444,7 @@ def _request(cmd: Command, inv: Invocation) -> Any:
     """The operation a typed command would create, by the same code path."""
     if cmd.verb == "scale":
         return scale.propose(cmd, inv)
-    from handlers.commands import HANDLERS  # import here: commands imports this module
-
-    handler = HANDLERS.get(cmd.verb)
-    if handler is None:
-        raise Refusal(f"`{cmd.verb}` is not available in this version of the bot yet; run the change by hand.")
-    operation = handler(cmd, inv)
+    operation = inv.deps.verbs.request(cmd, inv)
     return operation if getattr(operation, "id", None) is not None else None
 
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal
 
+from ops.cron import parse_crontab
+
 __all__ = [
     "AUDIT_DEFAULT",
     "AUDIT_MAX",
@@ -105,16 +107,6 @@ _WHOLE_NUMBER: Final = re.compile(r"[0-9]{1,9}")
 _DECIMAL: Final = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")
 _SET_KEY: Final = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,200}")
 _TIME_ZONE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]{0,31}(?:/[A-Za-z0-9_+\-]{1,31}){0,2}")
-_CRON_ITEM: Final = re.compile(
-    r"(?:\*|(?P<first>[a-z0-9]{1,3})(?:-(?P<last>[a-z0-9]{1,3}))?)(?:/(?P<step>[0-9]{1,2}))?"
-)
-_CRON_FIELDS: Final = (
-    ("minute", 0, 59, ()),
-    ("hour", 0, 23, ()),
-    ("day-of-month", 1, 31, ()),
-    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
-    ("day-of-week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
-)
 # Options that carry free-form keys, and the one verb that takes each.
 _PREFIX_OWNERS: Final = {"set.": "deploy", "var.": "provision"}
 
@@ -619,39 +611,11 @@ def _check_text(value: Value, given: str, max_replicas: int) -> str:
 
 
 def _check_cron(value: Value, given: str, max_replicas: int) -> str:
-    fields = _ascii_lower(given).split()
-    if len(fields) != 5:
-        raise _Invalid(
-            f"a cron schedule has 5 fields (minute hour day-of-month month day-of-week), "
-            f"got {len(fields)} in {_shown(given)}"
-        )
-    for text, (label, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
-        for item in text.split(","):
-            match = _CRON_ITEM.fullmatch(item)
-            if match is None:
-                raise _Invalid(f"cron {label} field {_shown(text)} is not valid")
-            first, last, step = match.group("first", "last", "step")
-            if step is not None and int(step) == 0:
-                raise _Invalid(f"cron {label} field {_shown(text)} has a step of 0")
-            if first is None:
-                continue
-            start = _cron_number(first, label, low, high, names)
-            if last is not None and _cron_number(last, label, low, high, names) < start:
-                raise _Invalid(f"cron {label} range {_shown(item)} runs backwards")
-    return " ".join(fields)
-
-
-def _cron_number(token: str, label: str, low: int, high: int, names: tuple[str, ...]) -> int:
-    if token.isascii() and token.isdigit():
-        number = int(token)
-    elif token in names:
-        # Month names count from 1 (jan), weekday names from 0 (sun): the field's low bound.
-        number = low + names.index(token)
-    else:
-        raise _Invalid(f"cron {label} value {_shown(token)} is not valid")
-    if not low <= number <= high:
-        raise _Invalid(f"cron {label} {number} is out of range {low}-{high}")
-    return number
+    try:
+        parse_crontab(given, shown=_shown)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+    return " ".join(_ascii_lower(given).split())
 
 
 _CHECKERS: Final[dict[Kind, Callable[[Value, str, int], str]]] = {

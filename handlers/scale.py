@@ -6,6 +6,7 @@ from handlers import blocks, cards
 from handlers.base import Invocation, Refusal
 from handlers.blocks import Operation
 from handlers.parse import Command
+from ops import lock_keys
 
 
 def request(cmd: Command, inv: Invocation) -> None:
@@ -40,7 +41,7 @@ def propose(cmd: Command, inv: Invocation) -> Operation | None:
         requested_by=inv.user, channel_id=inv.channel,
         approvals_needed=deps.policy.approvals_needed(cluster, "scale"), ttl=deps.approval_ttl,
         # One change at a time per Deployment: a second approved scale waits for the first.
-        lock_key=f"deployment:{cluster.name}/{namespace}/{name}",
+        lock_key=lock_keys.workload(cluster.name, namespace, name),
     )
     try:
         cards.publish(inv.client, deps.store, op, sandbox=inv.sandbox, wake=deps.wake_worker)

@@ -2,7 +2,7 @@
 
 The Argo CD model: helm only renders (ops/helm.py); the bot applies every object with server-side
 apply under its own field manager, labels it with the release name and revision, and keeps the
-rendered manifests of every revision (in its database, bot/releases.py), so that undeploy deletes
+rendered manifests of every revision (in its database, bot/runs/releases.py), so that undeploy deletes
 exactly what a release owns and rollback re-applies a stored revision.
 
 Objects are handled as raw JSON through the kubernetes client's ApiClient, so that any kind the

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from bot.local_slack import Call, LocalSlack
 from bot.sandbox.environment import deployment, node
 from bot.sandbox.kubeapi import KubeEmulator
+from bot.sandbox.slack.webapi import Call, LocalSlack
 from tests.support.botproc import BOT_TOKEN, BotProcess, Database
 from tests.support.postgres import PostgresServer
 

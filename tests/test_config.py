@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from bot.config import ConfigError, Settings, load_config
-from bot.local_slack import LocalSlack
+from bot.sandbox.slack.webapi import LocalSlack
 
 
 def write(tmp_path, text: str):

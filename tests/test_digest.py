@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.local_slack import block_kit_errors
+from bot.sandbox.slack.webapi import block_kit_errors
 from handlers.digest_blocks import APPLY_ACTION, metrics_message, render_digest, sparkline
 from ops.charts import Line, render_png
 from ops.digest import ClusterSource, build

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from bot.config import Settings
-from bot.local_slack import LocalSlack, block_kit_errors
 from bot.sandbox.environment import node
+from bot.sandbox.slack.webapi import LocalSlack, block_kit_errors
 from tests.conftest import APPROVER, CHANNEL, OPERATOR, VIEWER, card_for, model, op_id_of, text_of, wait_until
 from tests.support.botproc import BOT_TOKEN, Database
 from tests.support.prometheus import closed_port, main_dataset

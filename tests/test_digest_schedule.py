@@ -10,9 +10,9 @@ import pytest
 
 from bot.app import build_runtime, make_client
 from bot.config import ConfigError, Settings, parse_config
-from bot.cron import parse_crontab
-from bot.local_slack import LocalSlack
-from bot.scheduler import make_trigger, period_key
+from bot.sandbox.slack.webapi import LocalSlack
+from bot.scheduler import period_key
+from ops.cron import make_trigger, parse_crontab
 from tests.support.botproc import BOT_TOKEN, Database
 from tests.support.prometheus import main_dataset
 

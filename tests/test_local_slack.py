@@ -20,7 +20,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
-from bot.local_slack import Call, LocalSlack, SlackRequests, block_kit_errors
+from bot.sandbox.slack.webapi import Call, LocalSlack, SlackRequests, block_kit_errors
 
 TOKEN = "xoxb-test"
 SECRET = "local-signing-secret"

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from bot.local_slack import block_kit_errors
+from bot.sandbox.slack.webapi import block_kit_errors
 from handlers.digest_blocks import FILE_THRESHOLD, render_digest
 from ops.digest import ClusterSource, build
 from ops.metrics import QUERIES, QuerySettings

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from bot.storage import ApproveOutcome, Store, make_engine, migrate
+from bot.db.store import ApproveOutcome, Store, make_engine, migrate
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

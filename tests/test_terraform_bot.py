@@ -20,7 +20,7 @@ import pytest
 
 from bot.app import build_runtime, make_client
 from bot.config import Settings, load_config
-from bot.local_slack import Call, LocalSlack
+from bot.sandbox.slack.webapi import Call, LocalSlack
 from tests.conftest import (
     ADMIN,
     APPROVER,

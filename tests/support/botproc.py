@@ -16,7 +16,7 @@ import requests
 import yaml
 from sqlalchemy import create_engine, text
 
-from bot.local_slack import LocalSlack, SlackRequests
+from bot.sandbox.slack.webapi import LocalSlack, SlackRequests
 
 SIGNING_SECRET = "test-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-test-token"

@@ -17,20 +17,19 @@ import time
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot import infra_store
 from bot.clusters import Clusters
 from bot.config import ClusterConfig, Config, Settings
-from bot.models import Operation, utcnow
-from bot.models_infra import DESTROYED, FAILED, PROVISIONED
+from bot.db.infra import InfraStore
+from bot.db.store import Store
+from bot.db.tables import ClusterStatus, Operation, OpStatus, utcnow
 from bot.policy import Policy
-from bot.storage import Store
+from bot.runs.progress import Outcome, Progress
 from handlers import cards, infra_blocks
-from handlers.provision import lock_key
-from ops import aws
+from ops import aws, lock_keys
 from ops.errors import OpsError
 from ops.terraform import (
     ApplyTracker,
@@ -44,18 +43,9 @@ from ops.terraform import (
     workspace_exists,
 )
 
-if TYPE_CHECKING:
-    from bot.worker import Outcome, Progress
-
 log = logging.getLogger(__name__)
 
 _CONFIGURE_KUBECTL = re.compile(r"--(name|region)[ =](\S+)")
-
-
-def _outcome(ok: bool, message: str, *, quiet: bool = False) -> Outcome:
-    from bot.worker import Outcome  # the worker imports this module's executors
-
-    return Outcome(ok, message, quiet)
 
 
 def _workspace(config: Config, cluster: str) -> Workspace:
@@ -71,7 +61,7 @@ def _workspace(config: Config, cluster: str) -> Workspace:
 def desired_vars(config: Config, store: Store, cluster: str, given: Mapping[str, Any]) -> dict[str, Any]:
     """What a provision plans with: config defaults, then what earlier commands gave, then this one's."""
     tf = config.terraform
-    registered = infra_store.registration(store, cluster)
+    registered = InfraStore(store).registration(cluster)
     values = dict(tf.vars) | (dict(registered.vars) if registered else {}) | dict(given)
     if tf.name_var:
         values[tf.name_var] = cluster
@@ -79,7 +69,7 @@ def desired_vars(config: Config, store: Store, cluster: str, given: Mapping[str,
 
 
 def _record(store: Store, op: Operation, action: str, outcome: str, headline: str, started: float) -> None:
-    infra_store.record_run(store, cluster=op.cluster, operation_id=op.id, action=action, outcome=outcome,
+    InfraStore(store).record_run(cluster=op.cluster, operation_id=op.id, action=action, outcome=outcome,
                            headline=headline, started_at=utcnow() - timedelta(seconds=time.monotonic() - started),
                            seconds=round(time.monotonic() - started, 3))
 
@@ -114,14 +104,14 @@ def run_plan(op: Operation, config: Config, clusters: Clusters, progress: Progre
     except TerraformError as exc:
         _record(store, op, action, "failed", exc.message, started)
         _diagnostics(progress, exc)
-        return _outcome(False, exc.message)
+        return Outcome(False, exc.message)
     _record(store, op, action, "changes" if saved.summary.changes else "no_changes", saved.summary.headline(), started)
     if verb == "drift":
         return _report_drift(op, ws, saved, progress)
     if not saved.summary.changes:
         ws.discard(saved)
         what = "nothing to destroy" if verb == "destroy" else "nothing to approve"
-        return _outcome(True, f"no changes: `{op.cluster}` already matches its Terraform configuration; {what}.")
+        return Outcome(True, f"no changes: `{op.cluster}` already matches its Terraform configuration; {what}.")
     return _post_apply_card(op, config, clusters, progress, ws, saved)
 
 
@@ -138,8 +128,8 @@ def _post_apply_card(op: Operation, config: Config, clusters: Clusters, progress
     store, verb = progress.store, str(op.params.get("verb"))
     cluster = clusters.lookup(op.cluster) or ClusterConfig(name=op.cluster, approvals=config.terraform.approvals)
     needed = Policy(config).approvals_needed(cluster, verb)
-    waiting = [o.id for o in infra_store.open_operations(store, lock_key(op.cluster), ("provision", "destroy"),
-                                                         ("pending_approval",))]
+    waiting = [o.id for o in store.open_operations(lock_keys.workspace(op.cluster), ("provision", "destroy"),
+                                                   (OpStatus.PENDING,))]
     given = op.params.get("vars") or {}
     sensitive = {n for n, v in declared_variables(ws.root).items() if v.sensitive}
     plan = infra_blocks.plan_card(verb, op.cluster, saved.summary, infra_blocks.shown_vars(given, sensitive),
@@ -148,14 +138,14 @@ def _post_apply_card(op: Operation, config: Config, clusters: Clusters, progress
         kind=verb, cluster=op.cluster, namespace="-", target="infrastructure",
         params={"plan": saved.to_params(), "vars": dict(given), "plan_operation": op.id},
         plan=plan, requested_by=op.requested_by, channel_id=op.channel_id, approvals_needed=needed,
-        ttl=timedelta(hours=config.operations.approval_timeout_hours), lock_key=lock_key(op.cluster))
+        ttl=timedelta(hours=config.operations.approval_timeout_hours), lock_key=lock_keys.workspace(op.cluster))
     try:
         # With no approval needed it is approved here; the worker looks for work again as soon as
         # this plan operation finishes, so there is nothing to wake.
         ts = cards.publish(progress.client, store, apply_op, sandbox=progress.sandbox, wake=lambda: None)
     except cards.CardNotPosted as exc:
         ws.discard(saved)
-        return _outcome(False, f"the plan is ready but {exc.message}")
+        return Outcome(False, f"the plan is ready but {exc.message}")
     if infra_blocks.collapsed(saved.summary):
         try:
             progress.client.files_upload_v2(
@@ -165,19 +155,19 @@ def _post_apply_card(op: Operation, config: Config, clusters: Clusters, progress
                 initial_comment="The full list of what this plan changes.")
         except SlackApiError as exc:  # the card is there; the list is a convenience
             log.warning("cannot upload the plan's address list of #%s: %s", apply_op.id, exc.response.get("error"))
-    return _outcome(True, f"plan ready: {saved.summary.headline()}. The approval card is #{apply_op.id}.")
+    return Outcome(True, f"plan ready: {saved.summary.headline()}. The approval card is #{apply_op.id}.")
 
 
 def _report_drift(op: Operation, ws: Workspace, saved: SavedPlan, progress: Progress) -> Outcome:
     ws.discard(saved)  # a drift check is never applied; a fix is planned afresh and reviewed
     scheduled = bool(op.params.get("scheduled"))
     if not saved.summary.changes:
-        return _outcome(True, f"no drift: `{op.cluster}` matches its Terraform configuration.", quiet=scheduled)
+        return Outcome(True, f"no drift: `{op.cluster}` matches its Terraform configuration.", quiet=scheduled)
     msg = infra_blocks.drift_message(op.cluster, saved.summary, sandbox=progress.sandbox)
     # In the request's thread; a scheduled check has no card, so its report stands on its own.
     progress.client.chat_postMessage(channel=op.channel_id, thread_ts=progress.op.card_ts, text=msg.text,
                                      blocks=msg.blocks)
-    return _outcome(True, f"drift found: a plan now shows {saved.summary.headline()}.", quiet=scheduled)
+    return Outcome(True, f"drift found: a plan now shows {saved.summary.headline()}.", quiet=scheduled)
 
 
 # ---- apply ---------------------------------------------------------------------------------------
@@ -214,7 +204,7 @@ def run_apply(op: Operation, config: Config, clusters: Clusters, progress: Progr
         ws.verify(saved, max_age=timedelta(minutes=config.terraform.plan_max_age_minutes))
     except StalePlan as exc:
         _record(store, op, verb if verb == "destroy" else "apply", "failed", exc.message, started)
-        return _outcome(False, f"{exc.message} {again}")
+        return Outcome(False, f"{exc.message} {again}")
     shown = _ProgressMessage(progress, verb, config.terraform.progress_seconds)
     result = ws.apply(saved, on_progress=shown.update)
     tracker = result.tracker
@@ -225,30 +215,30 @@ def run_apply(op: Operation, config: Config, clusters: Clusters, progress: Progr
         _record(store, op, verb if verb == "destroy" else "apply", "failed", result.error.message, started)
         _diagnostics(progress, result.error)
         if tracker.done and verb == "provision":
-            infra_store.register(store, op.cluster, status=FAILED, last_operation_id=op.id,
+            InfraStore(store).register(op.cluster, status=ClusterStatus.FAILED, last_operation_id=op.id,
                                  note=f"the apply of #{op.id} failed part-way ({counts})")
         hint = f" {again}" if isinstance(result.error, StalePlan) else ""
         done = f" Done before it stopped: {counts}." if tracker.done else ""
-        return _outcome(False, f"{result.error.message}{done}{hint}")
+        return Outcome(False, f"{result.error.message}{done}{hint}")
     _record(store, op, verb if verb == "destroy" else "apply", "ok", counts, started)
     if verb == "destroy":
-        infra_store.register(store, op.cluster, status=DESTROYED, last_operation_id=op.id, reach="none",
+        InfraStore(store).register(op.cluster, status=ClusterStatus.DESTROYED, last_operation_id=op.id, reach="none",
                              endpoint=None, note=f"destroyed by #{op.id}")
-        return _outcome(True, f"destroyed ({counts}). `{op.cluster}` is no longer registered.")
+        return Outcome(True, f"destroyed ({counts}). `{op.cluster}` is no longer registered.")
     if saved.vars is not None:
         ws.record_applied(saved.vars)
     outputs = tracker.outputs if tracker.outputs is not None else ws.outputs()
     reach = _reach(op.cluster, outputs)
-    registered = infra_store.registration(store, op.cluster)
+    registered = InfraStore(store).registration(op.cluster)
     given = dict(registered.vars) if registered else {}
-    infra_store.register(store, op.cluster, status=PROVISIONED, last_operation_id=op.id,
+    InfraStore(store).register(op.cluster, status=ClusterStatus.PROVISIONED, last_operation_id=op.id,
                          outputs={n: {"sensitive": o.sensitive, "value": o.value} for n, o in outputs.items()},
                          vars=given | dict(op.params.get("vars") or {}), **reach)
     sentence = infra_blocks.registration_sentence(op.cluster, reach, configured=config.cluster(op.cluster) is not None)
     msg = infra_blocks.outputs_message(op.cluster, list(outputs.values()), sentence, sandbox=progress.sandbox)
     progress.client.chat_postMessage(channel=op.channel_id, thread_ts=progress.op.card_ts, text=msg.text,
                                      blocks=msg.blocks)
-    return _outcome(True, f"applied ({counts}) in {tracker.elapsed:.0f} s. {sentence}")
+    return Outcome(True, f"applied ({counts}) in {tracker.elapsed:.0f} s. {sentence}")
 
 
 def _reach(cluster: str, outputs: Mapping[str, Output]) -> dict[str, Any]:
@@ -301,17 +291,18 @@ def check_drift_all(config: Config, store: Store, *, channel: str | None = None)
         return []
     workdir = Path(config.terraform.workdir)
     created = []
-    for row in infra_store.registrations(store):
-        if row.status != PROVISIONED or not workspace_exists(workdir, row.name):
+    for row in InfraStore(store).registrations():
+        if row.status != ClusterStatus.PROVISIONED or not workspace_exists(workdir, row.name):
             continue
-        if infra_store.open_operations(store, lock_key(row.name), ("drift",), ("approved", "queued", "running")):
+        busy = (OpStatus.APPROVED, OpStatus.QUEUED, OpStatus.RUNNING)
+        if store.open_operations(lock_keys.workspace(row.name), ("drift",), busy):
             continue
         op = store.create_operation(
             kind="drift", cluster=row.name, namespace="-", target="infrastructure",
             params={"verb": "drift", "scheduled": True},
             plan=infra_blocks.plan_request("drift", row.name, {}), requested_by="scheduler", channel_id=channel,
             approvals_needed=0, ttl=timedelta(hours=config.operations.approval_timeout_hours),
-            lock_key=lock_key(row.name))
+            lock_key=lock_keys.workspace(row.name))
         # No card by design: a clean check says nothing, and drift is reported on its own.
         store.approve_by_policy(op.id)
         created.append(op.id)

@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.models import Lock
+from bot.db.tables import Lock
 
 
 def try_lock(s: Session, key: str, op_id: int) -> int | None:

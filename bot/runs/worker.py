@@ -14,96 +14,32 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import timedelta
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
-from bot import infra, releases
 from bot.clusters import Clusters
 from bot.config import Config
+from bot.db.store import Store
+from bot.db.tables import Operation, OpStatus
 from bot.logs import operation_context
-from bot.models import Operation
-from bot.storage import FAILED, SUCCEEDED, Store
+from bot.runs import infra, releases, scale
+from bot.runs.progress import Executor, Outcome, Progress
 from handlers import blocks, cards
 from ops.errors import OpsError
 
 log = logging.getLogger(__name__)
 
-class Progress:
-    """An operation's voice in its card's thread, handed to its executor.
-
-    Calling it posts a line. `edit` keeps one message up to date instead (posted on first use, then
-    chat.update), for progress that changes every few seconds and must not flood the thread.
-    Executors that post more than lines (a follow-up card, a file) use `client` and `store`.
-    """
-
-    def __init__(self, client: WebClient, store: Store, op: Operation, *, sandbox: bool) -> None:
-        self.client = client
-        self.store = store
-        # Re-read: the card may have been posted after the operation was claimed.
-        self.op = store.get(op.id) or op
-        self.sandbox = sandbox
-        self._edited_ts: str | None = None
-
-    #: Set by the worker when this process lost the operation's lease: stop before the next step.
-    lost = False
-
-    def __call__(self, text: str) -> None:
-        self._check()
-        # Progress carries text from Kubernetes and Terraform: never let it mention anyone.
-        cards.post_in_thread(self.client, self.op, blocks.escape(text))
-
-    def _check(self) -> None:
-        if self.lost:
-            raise OpsError("this bot process lost the operation's lease (another replica declared it "
-                           "interrupted); stopped before doing more")
-
-    def edit(self, text: str) -> None:
-        self._check()
-        text = blocks.escape(text)
-        try:
-            if self._edited_ts is None:
-                resp = self.client.chat_postMessage(channel=self.op.channel_id, thread_ts=self.op.card_ts, text=text)
-                self._edited_ts = str(resp["ts"])
-            else:
-                self.client.chat_update(channel=self.op.channel_id, ts=self._edited_ts, text=text)
-        except SlackApiError as exc:  # progress is best effort; the result is posted on its own
-            log.warning("cannot show progress of operation %s: %s", self.op.id, exc.response.get("error"))
-
-
-@dataclass(frozen=True)
-class Outcome:
-    ok: bool
-    message: str
-    # Recorded (operation row, audit) but not posted: a routine check that found nothing to say.
-    quiet: bool = False
-
-
-Executor = Callable[[Operation, Config, Clusters, Progress], Outcome]
-
-
-def run_scale(op: Operation, config: Config, clusters: Clusters, progress: Progress) -> Outcome:
-    cluster = config.cluster(op.cluster)
-    if cluster is None:
-        return Outcome(False, f"cluster `{op.cluster}` is no longer configured")
-    result = clusters.get(cluster).scale(op.target, op.namespace, int(op.params["replicas"]),
-                                         timeout=cluster.rollout_timeout_seconds, progress=progress)
-    return Outcome(result.ok, result.message)
-
-
 EXECUTORS: dict[str, Executor] = {
-    "scale": run_scale,
-    # Terraform (bot/infra.py): plans run as operations of their own, so that a run waits for the
+    "scale": scale.run_scale,
+    # Terraform (bot/runs/infra.py): plans run as operations of their own, so that a run waits for the
     # workspace's lock like an apply does; provision/destroy apply the plan their card showed.
     "plan": infra.run_plan,
     "drift": infra.run_plan,
     "provision": infra.run_apply,
     "destroy": infra.run_apply,
-    # Model releases (bot/releases.py): apply the approved manifests as a new revision, then watch.
+    # Model releases (bot/runs/releases.py): apply the approved manifests as a new revision, then watch.
     "deploy": releases.run_deploy,
     "rollback": releases.run_rollback,
     "autoscale": releases.run_autoscale,
@@ -251,7 +187,7 @@ class Worker:
                 ref = uuid.uuid4().hex[:8]
                 log.exception("operation %s failed (ref %s)", op.id, ref)
                 outcome = Outcome(False, f"internal error (ref {ref}); the bot's logs have the details")
-            status = SUCCEEDED if outcome.ok else FAILED
+            status = OpStatus.SUCCEEDED if outcome.ok else OpStatus.FAILED
             if not self.store.finish(op, self.id, status, outcome.message):
                 log.warning("operation %s was taken from this worker (lease lost) before it finished", op.id)
             elif not outcome.quiet:

@@ -13,17 +13,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from bot.models import utcnow
-from bot.models_digest import (
-    APPLIED,
-    APPLYING,
-    CLAIMED,
-    OPEN,
-    DigestPost,
-    DigestSubscription,
-    DigestSuggestion,
-)
-from bot.storage import Store
+from bot.db.store import Store
+from bot.db.tables import DigestPost, DigestSubscription, DigestSuggestion, PostStatus, SuggestionStatus, utcnow
+from ops.cron import make_trigger
 
 
 class DigestStore:
@@ -37,8 +29,6 @@ class DigestStore:
 
     @staticmethod
     def next_run(cron: str, timezone: str) -> datetime | None:
-        from bot.scheduler import make_trigger
-
         return make_trigger(cron, timezone).get_next_fire_time(None, datetime.now(UTC))
 
     # ---- subscriptions -----------------------------------------------------------------------------
@@ -82,7 +72,7 @@ class DigestStore:
         """Claim (channel, period) before posting; None when another process (or run) has it already."""
         try:
             with self.store.session() as s:
-                row = DigestPost(channel_id=channel, period=period, status=CLAIMED, claimed_by=claimer,
+                row = DigestPost(channel_id=channel, period=period, status=PostStatus.CLAIMED, claimed_by=claimer,
                                  claimed_at=utcnow(), summary={})
                 s.add(row)
                 s.flush()
@@ -108,7 +98,8 @@ class DigestStore:
     def save_suggestions(self, channel: str, post_id: int | None, items: Sequence[dict[str, Any]]) -> list[int]:
         """Store suggestions (dicts of DigestSuggestion columns); returns their ids in order."""
         with self.store.session() as s:
-            rows = [DigestSuggestion(channel_id=channel, post_id=post_id, status=OPEN, created_at=utcnow(), **item)
+            rows = [DigestSuggestion(channel_id=channel, post_id=post_id, status=SuggestionStatus.OPEN,
+                                     created_at=utcnow(), **item)
                     for item in items]
             s.add_all(rows)
             s.flush()
@@ -122,16 +113,17 @@ class DigestStore:
         """open → applying for exactly one click, however many arrive."""
         with self.store.session() as s:
             res = s.execute(update(DigestSuggestion)
-                            .where(DigestSuggestion.id == suggestion_id, DigestSuggestion.status == OPEN)
-                            .values(status=APPLYING, applied_by=user, applied_at=utcnow())
+                            .where(DigestSuggestion.id == suggestion_id,
+                                   DigestSuggestion.status == SuggestionStatus.OPEN)
+                            .values(status=SuggestionStatus.APPLYING, applied_by=user, applied_at=utcnow())
                             .execution_options(synchronize_session=False))
             return res.rowcount == 1
 
     def finish_suggestion(self, suggestion_id: int, *, operation_id: int | None, applied: bool) -> None:
         """applying → applied (with the operation it created), or back to open when it was refused."""
-        values: dict[str, Any] = {"status": APPLIED, "operation_id": operation_id} if applied else {
-            "status": OPEN, "applied_by": None, "applied_at": None}
+        values: dict[str, Any] = {"status": SuggestionStatus.APPLIED, "operation_id": operation_id} if applied else {
+            "status": SuggestionStatus.OPEN, "applied_by": None, "applied_at": None}
         with self.store.session() as s:
             s.execute(update(DigestSuggestion)
-                      .where(DigestSuggestion.id == suggestion_id, DigestSuggestion.status == APPLYING)
+                      .where(DigestSuggestion.id == suggestion_id, DigestSuggestion.status == SuggestionStatus.APPLYING)
                       .values(**values).execution_options(synchronize_session=False))

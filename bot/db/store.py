@@ -20,21 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
-from bot import locks
-from bot.models import Approval, AuditEntry, Delivery, Lock, Operation, utcnow
+from bot.db import locks
+from bot.db.tables import Approval, AuditEntry, Delivery, Lock, Operation, OpStatus, utcnow
 
 log = logging.getLogger(__name__)
 
-PENDING = "pending_approval"
-APPROVED = "approved"
-QUEUED = "queued"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-INTERRUPTED = "interrupted"
-REJECTED = "rejected"
-EXPIRED = "expired"
-FINAL = frozenset({SUCCEEDED, FAILED, INTERRUPTED, REJECTED, EXPIRED})
 
 
 def make_engine(url: str) -> Engine:
@@ -73,8 +63,8 @@ def migrate(engine: Engine) -> None:
             # Several replicas starting together must not run the same migration twice.
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7277310)")
         cfg.attributes["connection"] = conn
-        # "heads": feature branches of the schema (one per capability) may each add a head.
-        command.upgrade(cfg, "heads")
+        # One head (0004_merge joined the early feature branches); new migrations revise the latest.
+        command.upgrade(cfg, "head")
 
 
 class ApproveOutcome(enum.Enum):
@@ -141,6 +131,14 @@ class Store:
             q = select(AuditEntry).where(AuditEntry.operation_id == operation_id).order_by(AuditEntry.id)
             return list(s.scalars(q).all())
 
+    def open_operations(self, lock_key: str, kinds: Sequence[str], statuses: Sequence[str]) -> list[Operation]:
+        """Operations of these kinds and states that take `lock_key`, oldest first."""
+        with self.reading() as s:
+            q = (select(Operation)
+                 .where(Operation.lock_key == lock_key, Operation.kind.in_(kinds), Operation.status.in_(statuses))
+                 .order_by(Operation.id))
+            return list(s.scalars(q).all())
+
     # ---- deliveries (Slack retry de-duplication) ----------------------------------------------
 
     def first_delivery(self, key: str) -> bool:
@@ -170,7 +168,7 @@ class Store:
         now = utcnow()
         with self.session() as s:
             op = Operation(kind=kind, cluster=cluster, namespace=namespace, target=target, params=params,
-                           plan=plan, status=PENDING, requested_by=requested_by, channel_id=channel_id,
+                           plan=plan, status=OpStatus.PENDING, requested_by=requested_by, channel_id=channel_id,
                            approvals_needed=approvals_needed, created_at=now, updated_at=now,
                            expires_at=now + ttl, lock_key=lock_key)
             s.add(op)
@@ -185,7 +183,7 @@ class Store:
             op = s.get(Operation, op_id)
             if op is None or op.approvals_needed > 0:
                 return None
-            ok = self._transition(s, op, PENDING, APPROVED, actor="policy", action="approved",
+            ok = self._transition(s, op, OpStatus.PENDING, OpStatus.APPROVED, actor="policy", action="approved",
                                   detail="no approval needed here", decided_at=utcnow())
             return op if ok else None
 
@@ -224,10 +222,10 @@ class Store:
             op = s.scalars(select(Operation).where(Operation.id == op_id).with_for_update()).first()
             if op is None:
                 return ApproveResult(ApproveOutcome.NOT_FOUND, None)
-            if op.status != PENDING:
+            if op.status != OpStatus.PENDING:
                 return ApproveResult(ApproveOutcome.NOT_PENDING, op)
             if op.expires_at <= now:
-                self._transition(s, op, PENDING, EXPIRED, actor=user, action="expired")
+                self._transition(s, op, OpStatus.PENDING, OpStatus.EXPIRED, actor=user, action="expired")
                 return ApproveResult(ApproveOutcome.EXPIRED, op)
             if user == op.requested_by:
                 self._audit(s, user, "approve", "refused", operation=op, detail="requester cannot approve")
@@ -240,7 +238,7 @@ class Store:
             self._audit(s, user, "approval", operation=op, detail=f"{count} of {op.approvals_needed}")
             if count < op.approvals_needed:
                 return ApproveResult(ApproveOutcome.RECORDED, op, count)
-            if not self._transition(s, op, PENDING, APPROVED, actor=user, action="approved",
+            if not self._transition(s, op, OpStatus.PENDING, OpStatus.APPROVED, actor=user, action="approved",
                                     decided_by=user, decided_at=now):
                 return ApproveResult(ApproveOutcome.NOT_PENDING, op, count)
             return ApproveResult(ApproveOutcome.APPROVED, op, count)
@@ -254,9 +252,9 @@ class Store:
         now = utcnow()
         with self.session() as s:
             op = s.scalars(select(Operation).where(Operation.id == op_id).with_for_update()).first()
-            if op is None or op.status != PENDING:
+            if op is None or op.status != OpStatus.PENDING:
                 return None
-            ok = self._transition(s, op, PENDING, REJECTED, actor=user, action="rejected",
+            ok = self._transition(s, op, OpStatus.PENDING, OpStatus.REJECTED, actor=user, action="rejected",
                                   decided_by=user, decided_at=now, reason=reason, detail=reason)
             return op if ok else None
 
@@ -264,9 +262,9 @@ class Store:
         now = utcnow()
         expired: list[Operation] = []
         with self.session() as s:
-            due = s.scalars(select(Operation).where(Operation.status == PENDING, Operation.expires_at <= now))
+            due = s.scalars(select(Operation).where(Operation.status == OpStatus.PENDING, Operation.expires_at <= now))
             for op in due.all():
-                if self._transition(s, op, PENDING, EXPIRED, actor="scheduler", action="expired"):
+                if self._transition(s, op, OpStatus.PENDING, OpStatus.EXPIRED, actor="scheduler", action="expired"):
                     expired.append(op)
         return expired
 
@@ -299,7 +297,7 @@ class Store:
         """
         with self.session() as s:
             self._dequeue_orphans(s, worker_id)
-            query = select(Operation).where(Operation.status == APPROVED).order_by(Operation.id).limit(5)
+            query = select(Operation).where(Operation.status == OpStatus.APPROVED).order_by(Operation.id).limit(5)
             if kinds is not None:
                 query = query.where(Operation.kind.in_(list(kinds)))
             candidates = s.scalars(query).all()
@@ -312,14 +310,14 @@ class Store:
                     attempt.rollback()
                     continue
                 if holder != op.id:
-                    if self._transition(s, op, APPROVED, QUEUED, actor=worker_id, action="queued",
+                    if self._transition(s, op, OpStatus.APPROVED, OpStatus.QUEUED, actor=worker_id, action="queued",
                                         result=f"queued behind #{holder}", detail=f"behind #{holder}"):
                         attempt.commit()
                         return None, op
                     attempt.rollback()
                     continue
                 now = utcnow()
-                if self._transition(s, op, APPROVED, RUNNING, actor=worker_id, action="started",
+                if self._transition(s, op, OpStatus.APPROVED, OpStatus.RUNNING, actor=worker_id, action="started",
                                     worker_id=worker_id, started_at=now, lease_until=now + lease):
                     attempt.commit()
                     return op, None
@@ -333,9 +331,9 @@ class Store:
         (committed just after that) would otherwise wait forever.
         """
         free = ~exists().where(Lock.key == Operation.lock_key)
-        for op in s.scalars(select(Operation).where(Operation.status == QUEUED, free)).all():
-            self._transition(s, op, QUEUED, APPROVED, actor=actor, action="dequeued", detail="its lock is free",
-                             result=None)
+        for op in s.scalars(select(Operation).where(Operation.status == OpStatus.QUEUED, free)).all():
+            self._transition(s, op, OpStatus.QUEUED, OpStatus.APPROVED, actor=actor, action="dequeued",
+                             detail="its lock is free", result=None)
 
     def renew(self, op_ids: Sequence[int], worker_id: str, lease: timedelta) -> set[int]:
         """Extend this worker's leases; returns the ids still ours (a missing one was taken away)."""
@@ -344,7 +342,7 @@ class Store:
         with self.session() as s:
             renewed = s.scalars(update(Operation)
                                 .where(Operation.id.in_(op_ids), Operation.worker_id == worker_id,
-                                       Operation.status == RUNNING)
+                                       Operation.status == OpStatus.RUNNING)
                                 .values(lease_until=utcnow() + lease)
                                 .returning(Operation.id)
                                 .execution_options(synchronize_session=False)).all()
@@ -352,8 +350,8 @@ class Store:
 
     def finish(self, op: Operation, worker_id: str, status: str, result: str) -> bool:
         with self.session() as s:
-            ok = self._transition(s, op, RUNNING, status, actor=worker_id, action=status,
-                                  outcome="ok" if status == SUCCEEDED else "failed", detail=result,
+            ok = self._transition(s, op, OpStatus.RUNNING, status, actor=worker_id, action=status,
+                                  outcome="ok" if status == OpStatus.SUCCEEDED else "failed", detail=result,
                                   extra_where=Operation.worker_id == worker_id,
                                   result=result, finished_at=utcnow(), lease_until=None)
             if ok:
@@ -369,11 +367,11 @@ class Store:
         now = utcnow()
         found: list[Operation] = []
         with self.session() as s:
-            stale = s.scalars(select(Operation).where(Operation.status == RUNNING, Operation.lease_until < now,
+            stale = s.scalars(select(Operation).where(Operation.status == OpStatus.RUNNING, Operation.lease_until < now,
                                                       Operation.id.not_in(list(own)))).all()
             for op in stale:
                 previous = op.worker_id
-                if self._transition(s, op, RUNNING, INTERRUPTED, actor=actor, action="interrupted",
+                if self._transition(s, op, OpStatus.RUNNING, OpStatus.INTERRUPTED, actor=actor, action="interrupted",
                                     outcome="failed", extra_where=Operation.lease_until < now,
                                     detail=f"worker {previous} stopped renewing its lease",
                                     result=f"the bot process running it ({previous}) stopped",
@@ -387,8 +385,8 @@ class Store:
         if not op.lock_key:
             return
         locks.unlock(s, op.lock_key, op.id)
-        nxt = s.scalars(select(Operation).where(Operation.status == QUEUED, Operation.lock_key == op.lock_key)
+        nxt = s.scalars(select(Operation).where(Operation.status == OpStatus.QUEUED, Operation.lock_key == op.lock_key)
                         .order_by(Operation.id).limit(1)).first()
         if nxt is not None:
-            self._transition(s, nxt, QUEUED, APPROVED, actor="scheduler", action="dequeued",
+            self._transition(s, nxt, OpStatus.QUEUED, OpStatus.APPROVED, actor="scheduler", action="dequeued",
                              detail=f"#{op.id} finished", result=None)

@@ -4,7 +4,7 @@ report's "Plan a fix" button.
 The handler checks who asks and what they give (variable names against the module's declarations,
 values against their types), then creates the operation that plans: the worker plans when the
 workspace is free (a request while another run holds it waits, "queued behind #N") and posts the
-approval card of the plan (bot/infra.py). No Terraform runs here.
+approval card of the plan (bot/runs/infra.py). No Terraform runs here.
 """
 
 from __future__ import annotations
@@ -21,16 +21,11 @@ from handlers import cards, infra_blocks
 from handlers.base import Invocation, Refusal
 from handlers.deps import Deps
 from handlers.parse import VERBS, Command, UsageError, parse
-from ops import terraform
+from ops import lock_keys, terraform
 
 log = logging.getLogger(__name__)
 
 PLAN_KIND = {"provision": "plan", "destroy": "plan", "drift": "drift"}
-
-
-def lock_key(cluster: str) -> str:
-    """One Terraform run per workspace at a time: plans and applies of a cluster share this lock."""
-    return f"terraform:{cluster}"
 
 
 def provision(cmd: Command, inv: Invocation) -> None:
@@ -68,7 +63,7 @@ def _request_plan(cmd: Command, inv: Invocation, verb: str) -> None:
         kind=PLAN_KIND[verb], cluster=name, namespace="-", target="infrastructure",
         params={"verb": verb, "vars": given}, plan=infra_blocks.plan_request(verb, name, shown),
         requested_by=inv.user, channel_id=inv.channel, approvals_needed=0, ttl=deps.approval_ttl,
-        lock_key=lock_key(name))
+        lock_key=lock_keys.workspace(name))
     try:
         cards.publish(inv.client, deps.store, op, sandbox=inv.sandbox, wake=deps.wake_worker)
     except cards.CardNotPosted as exc:
@@ -104,8 +99,6 @@ def _variables(cmd: Command, declared: dict[str, terraform.Variable], defaults: 
 def on_drift_fix(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, Any],
                  context: dict[str, Any], client: WebClient) -> None:
     """"Plan a fix" on a drift report: exactly `/infer provision <cluster>` by whoever clicked."""
-    from handlers import commands  # commands dispatches to this module: imported when clicked
-
     ack()
     deps: Deps = context["deps"]
     if not deps.first_delivery(body):
@@ -125,4 +118,4 @@ def on_drift_fix(ack: Callable[..., Any], body: dict[str, Any], action: dict[str
     except UsageError as exc:
         inv.reply(infra_blocks.Message(text=f":no_entry: {exc.message}"))
         return
-    commands.run(cmd, inv)
+    deps.verbs.run(cmd, inv)

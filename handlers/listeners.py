@@ -1,0 +1,18 @@
+"""Every Slack listener of the bot, attached to a Bolt app in one place."""
+
+from __future__ import annotations
+
+from slack_bolt import App
+
+from handlers import commands, decisions, deploy, digest, infra
+
+
+def register(app: App, command: str) -> None:
+    """Attach the slash command, the card buttons and the modals to `app`."""
+    app.command(command)(commands.on_command)
+    app.action("op_approve")(decisions.on_approve)
+    app.action("op_reject")(decisions.on_reject)
+    app.view("reject_reason")(decisions.on_reject_submit)
+    app.action("drift_fix")(infra.on_drift_fix)
+    app.view(deploy.SECRET_CALLBACK)(deploy.on_secret_submit)
+    app.action("suggestion_apply")(digest.on_apply)
