@@ -33,6 +33,7 @@ from bot.scheduler import DigestScheduler, period_key
 from handlers.commands import VERB_TABLE
 from handlers.deps import Deps
 from handlers.digest import post_digest
+from handlers.listeners import register as register_listeners
 from ops.cron import make_trigger
 
 log = logging.getLogger(__name__)
@@ -182,5 +183,5 @@ def build_app(settings: Settings, client: WebClient, deps: Deps, listeners: Thre
         logs.slack_user.set(str(user) if user else None)
         return next()
 
-    listeners.register(app, deps.command)
+    register_listeners(app, deps.command)
     return app

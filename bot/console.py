@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -186,7 +187,8 @@ class Console:
         return None
 
     def _dispatch(self, body: bytes, headers: dict[str, str]) -> None:
-        resp = self.runtime.app.dispatch(BoltRequest(body=body.decode(), headers=headers))
+        bolt_headers: dict[str, str | Sequence[str]] = dict(headers)
+        resp = self.runtime.app.dispatch(BoltRequest(body=body.decode(), headers=bolt_headers))
         if resp.status != 200:
             self._print(f"[Slack would show an error: HTTP {resp.status}]")
         elif resp.body:
@@ -229,7 +231,13 @@ def run_console(config: Config | None, settings: Settings, *, sandbox: bool, use
     with tempfile.TemporaryDirectory(prefix="infer-bot-console-") as tmp:
         box = None
         if sandbox:
-            from bot.sandbox.environment import CHANNEL, PERSONAS, start_sandbox
+            try:
+                from bot.sandbox.environment import CHANNEL, PERSONAS, start_sandbox
+            except ModuleNotFoundError as exc:  # kmock is the `sandbox` extra, absent from serve-only installs
+                if exc.name != "kmock":
+                    raise
+                print("infer-bot console: the sandbox needs `pip install 'infer-bot[sandbox]'`", file=sys.stderr)
+                return 2
 
             box = start_sandbox(Path(tmp))
             config = box.config

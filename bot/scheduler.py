@@ -37,8 +37,10 @@ log = logging.getLogger(__name__)
 
 
 class Posted(Protocol):
-    ts: str | None
-    summary: dict[str, Any]
+    @property
+    def ts(self) -> str | None: ...
+    @property
+    def summary(self) -> dict[str, Any]: ...
 
 
 # post(channel, cluster names (empty = all), digest post id) → what was posted. Raises on failure.

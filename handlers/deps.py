@@ -1,6 +1,8 @@
 """What a handler gets from the wiring, through Bolt's `context["deps"]`.
 
 Protocols rather than imports of bot/: handlers depend on what they call, not on who provides it.
+Data members are read-only properties, so the bot's frozen pydantic models and dataclasses satisfy
+them (mypy checks that they do where bot/app.py builds Deps).
 """
 
 from __future__ import annotations
@@ -17,49 +19,78 @@ from ops.kube import KubeCluster
 
 
 class ClusterConfig(Protocol):
-    name: str
-    namespace: str
-    approvals: int
-    max_replicas: int
-    channels: list[str]
-    prometheus_url: str | None
-    inference_url: str | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def approvals(self) -> int: ...
+    @property
+    def max_replicas(self) -> int: ...
+    @property
+    def channels(self) -> list[str]: ...
+    @property
+    def prometheus_url(self) -> str | None: ...
+    @property
+    def inference_url(self) -> str | None: ...
 
 
 class ChartConfig(Protocol):
-    path: str | None
-    repo: str
-    name: str
-    version: str
-    allowed_sets: list[str]
-    cache_dir: str | None
-    timeout_seconds: float
+    @property
+    def path(self) -> str | None: ...
+    @property
+    def repo(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def allowed_sets(self) -> list[str]: ...
+    @property
+    def cache_dir(self) -> str | None: ...
+    @property
+    def timeout_seconds(self) -> float: ...
 
 
 class TerraformConfig(Protocol):
-    root: str | None
-    workdir: str
-    vars: dict[str, Any]
-    name_var: str | None
-    approvals: int
+    @property
+    def root(self) -> str | None: ...
+    @property
+    def workdir(self) -> str: ...
+    @property
+    def vars(self) -> dict[str, Any]: ...
+    @property
+    def name_var(self) -> str | None: ...
+    @property
+    def approvals(self) -> int: ...
 
 
 class Config(Protocol):
-    sandbox: bool
-    clusters: Sequence[ClusterConfig]
-    chart: ChartConfig
-    terraform: TerraformConfig
+    @property
+    def sandbox(self) -> bool: ...
+    @property
+    def clusters(self) -> Sequence[ClusterConfig]: ...
+    @property
+    def chart(self) -> ChartConfig: ...
+    @property
+    def terraform(self) -> TerraformConfig: ...
+
     # Digests (bot.config's MetricsConfig, AdvisorConfig, DigestConfig): read by handlers/digest.py only.
-    metrics: Any
-    advisor: Any
-    digests: Sequence[Any]
+    @property
+    def metrics(self) -> Any: ...
+    @property
+    def advisor(self) -> Any: ...
+    @property
+    def digests(self) -> Sequence[Any]: ...
 
     def cluster(self, name: str | None) -> ClusterConfig | None: ...
 
 
 class Decision(Protocol):
-    allowed: bool
-    reason: str
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
 
 
 class Policy(Protocol):
@@ -75,13 +106,10 @@ class Policy(Protocol):
 class ApproveResult(Protocol):
     @property
     def outcome(self) -> Any: ...
-
     @property
     def operation(self) -> Operation | None: ...
-
     @property
     def approvals(self) -> int: ...
-
 
 class Store(Protocol):
     def first_delivery(self, key: str) -> bool: ...
@@ -111,14 +139,22 @@ class Store(Protocol):
 
 
 class ProvisionedCluster(Protocol):
-    name: str
-    status: str
-    reach: str
-    where: str
-    note: str
-    namespace: str
-    last_run: str
-    last_run_at: datetime | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def reach(self) -> str: ...
+    @property
+    def where(self) -> str: ...
+    @property
+    def note(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def last_run(self) -> str: ...
+    @property
+    def last_run_at(self) -> datetime | None: ...
 
 
 class Clusters(Protocol):
@@ -129,7 +165,6 @@ class Clusters(Protocol):
         ...
 
     def names(self) -> list[str]: ...
-
     def registered(self) -> Sequence[ProvisionedCluster]: ...
 
 
@@ -213,7 +248,7 @@ class Deps:
     digests: DigestRows | None = None
     releases: ReleaseHistory | None = None
     # Runs work that follows an ack (the wiring gives a thread pool of its own); inline by default.
-    run_later: Callable[..., Any] = staticmethod(lambda fn, *args: fn(*args))  # type: ignore[assignment]
+    run_later: Callable[..., Any] = staticmethod(lambda fn, *args: fn(*args))
 
     def first_delivery(self, body: dict[str, Any]) -> bool:
         """False when this Slack delivery was acted on already (a retry, or a replayed request).

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
@@ -23,6 +22,7 @@ from slack_sdk.models.blocks import (
 )
 
 from handlers.blocks import SANDBOX_LABEL, Message, escape
+from handlers.deps import ProvisionedCluster
 from ops.terraform import ApplyTracker, Diagnostic, Output, PlanSummary
 
 LISTED_PER_ACTION = 10  # addresses a card lists per action before "…and N more"
@@ -31,16 +31,6 @@ HEADINGS = {"create": "to add", "update": "to change in place", "replace": "to r
             "delete": "to destroy", "forget": "to forget (left in place, no longer managed)"}
 ICONS = {"create": ":heavy_plus_sign:", "update": ":pencil2:", "replace": ":recycle:", "delete": ":x:",
          "forget": ":wave:"}
-
-
-class Provisioned(Protocol):
-    name: str
-    status: str
-    reach: str
-    where: str
-    note: str
-    last_run: str
-    last_run_at: datetime | None
 
 
 def _clip(text: str, limit: int) -> str:
@@ -257,7 +247,7 @@ def drift_message(cluster: str, summary: PlanSummary, *, sandbox: bool = False) 
 # ---- `clusters` ----------------------------------------------------------------------------------
 
 
-def provisioned_state(p: Provisioned, reachability: str) -> str:
+def provisioned_state(p: ProvisionedCluster, reachability: str) -> str:
     """What `clusters` says of a cluster the bot provisioned."""
     parts = [reachability] if reachability else []
     parts.append(f"{p.status} by Terraform" + (f" ({p.where})" if p.where else ""))

@@ -182,7 +182,7 @@ def _underused(f: Facts, t: Thresholds) -> Suggestion | None:
                          "(time-slicing or MIG) for what is left.", evidence, _scale(m, target), saving)
     peak_mib = (m.mem_used_mib / m.devices) if m.mem_used_mib is not None and m.devices else None
     smaller = f.cheaper(peak_mib) if peak_mib is not None and f.price_per_device_hour is not None else None
-    if smaller is not None and m.device_hours:
+    if smaller is not None and m.device_hours and f.price_per_device_hour is not None and peak_mib is not None:
         name, price = smaller
         saving = (f.price_per_device_hour - price) * (m.devices or 0) * 24
         evidence.append(("GPU memory used per device", f"{peak_mib / 1024:.1f} GiB"))

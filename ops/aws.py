@@ -123,5 +123,5 @@ def api_client(cluster: EksCluster) -> k8s.ApiClient:
     configuration.api_key_prefix["authorization"] = "Bearer"
     # The client asks for a fresh key only when one is set: the first token comes on first use.
     configuration.api_key["authorization"] = ""
-    configuration.refresh_api_key_hook = _TokenSource(cluster.name, cluster.region)
+    configuration.refresh_api_key_hook = _TokenSource(cluster.name, cluster.region)  # type: ignore[assignment]  # the client stubs type the hook as None
     return k8s.ApiClient(configuration)

@@ -122,7 +122,7 @@ def kv_cache_gib(params_billion: float, precision: str, max_model_len: int | Non
     kv_bytes = 4 if precision == "fp32" else 2
     if architecture is not None:
         tokens = max_model_len or architecture.context
-        per_token = architecture.layers * architecture.kv_heads * architecture.head_dim * 2 * kv_bytes
+        per_token: float = architecture.layers * architecture.kv_heads * architecture.head_dim * 2 * kv_bytes
         return per_token * tokens / GIB, tokens, False
     tokens = max_model_len or FALLBACK_CONTEXT
     per_token = FALLBACK_KV_KIB_PER_TOKEN_PER_B * 1024 * params_billion * kv_bytes / 2
@@ -329,8 +329,7 @@ def _with_message(r: FitEstimate, inst: Instance, problems: _Problems, kind: str
                else f"even with tensor parallelism {r.tensor_parallel}")
         lines.append(f"Does not fit on {where}{' ' + how if how else ''}: {numbers}.")
     needed = r.tensor_parallel_needed
-    fixable_here = not problems.kind and not problems.host and needed is not None
-    if fixable_here and needed != r.tensor_parallel:
+    if needed is not None and not problems.kind and not problems.host and needed != r.tensor_parallel:
         pod = math.ceil(needed / inst.cores_per_device)
         ask = f" and request {pod} {_device_word(inst, pod)}" if pod != r.devices else ""
         lines.append(f"It fits on `{r.instance}` with tensor parallelism {needed} across {needed} {r.unit}s "

@@ -19,7 +19,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from bot import infra
+from bot.runs import infra
 from ops import aws
 from ops.errors import OpsError
 from ops.kube import KubeCluster

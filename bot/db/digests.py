@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from bot.db.store import Store
+from bot.db.store import Store, changed_rows
 from bot.db.tables import DigestPost, DigestSubscription, DigestSuggestion, PostStatus, SuggestionStatus, utcnow
 from ops.cron import make_trigger
 
@@ -117,7 +117,7 @@ class DigestStore:
                                    DigestSuggestion.status == SuggestionStatus.OPEN)
                             .values(status=SuggestionStatus.APPLYING, applied_by=user, applied_at=utcnow())
                             .execution_options(synchronize_session=False))
-            return res.rowcount == 1
+            return changed_rows(res) == 1
 
     def finish_suggestion(self, suggestion_id: int, *, operation_id: int | None, applied: bool) -> None:
         """applying → applied (with the operation it created), or back to open when it was refused."""

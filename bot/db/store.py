@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, delete, event, exists, func, select, update
+from sqlalchemy import CursorResult, Engine, Result, create_engine, delete, event, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
@@ -25,6 +25,12 @@ from bot.db.tables import Approval, AuditEntry, Delivery, Lock, Operation, OpSta
 
 log = logging.getLogger(__name__)
 
+
+
+def changed_rows(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched: the compare-and-set's verdict (1 = this caller won)."""
+    # Session.execute is typed as returning Result; for DML it is a CursorResult, which counts rows.
+    return cast("CursorResult[Any]", result).rowcount or 0
 
 
 def make_engine(url: str) -> Engine:
@@ -153,7 +159,7 @@ class Store:
     def prune_deliveries(self, older_than: timedelta) -> int:
         """Slack retries within minutes; keys older than that only take space."""
         with self.session() as s:
-            return s.execute(delete(Delivery).where(Delivery.at < utcnow() - older_than)).rowcount or 0
+            return changed_rows(s.execute(delete(Delivery).where(Delivery.at < utcnow() - older_than)))
 
     # ---- creating and reading operations -------------------------------------------------------
 
@@ -276,7 +282,7 @@ class Store:
             q = q.where(extra_where)
         values["updated_at"] = utcnow()
         res = s.execute(q.values(status=new, **values).execution_options(synchronize_session=False))
-        if res.rowcount != 1:
+        if changed_rows(res) != 1:
             return False
         # Mirror the new values on the loaded row without marking it dirty: the conditional
         # UPDATE above is the only write this transition makes.

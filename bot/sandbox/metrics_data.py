@@ -298,7 +298,7 @@ class DataSet:
         if case.accelerator == "neuron":
             for core, ratio in enumerate(case.core_utils):
                 yield ("neuroncore_utilization_ratio", {"job": "neuron-monitor", "instance": node, **who,
-                                                        "neuroncore": str(core)}, lambda t, r=ratio: r)
+                                                        "neuroncore": str(core)}, _constant(ratio))
             return
         if case.exported:  # scraped through the exporter's pod, with honorLabels off
             owner = {"namespace": "monitoring", "pod": f"dcgm-exporter-{_hash(node, 5)}",
@@ -308,8 +308,8 @@ class DataSet:
         labels = {"job": "dcgm-exporter", "gpu": "0", "UUID": f"GPU-{_hash(who['pod'], 12)}", "device": "nvidia0",
                   "modelName": "NVIDIA A10G", "Hostname": node, **owner}
         yield "DCGM_FI_DEV_GPU_UTIL", labels, (lambda c: lambda t: self.util(c, t))(case)
-        yield "DCGM_FI_DEV_FB_USED", labels, lambda t, v=case.fb_used: v
-        yield "DCGM_FI_DEV_FB_FREE", labels, lambda t, v=case.fb_free: v
+        yield "DCGM_FI_DEV_FB_USED", labels, _constant(case.fb_used)
+        yield "DCGM_FI_DEV_FB_FREE", labels, _constant(case.fb_free)
 
     def _vllm(self, case: Case, who: dict[str, str], counter: Callable[[float], Callable[[float], float]],
               const: Callable[[float], Callable[[float], float]]
@@ -502,3 +502,8 @@ def sandbox_dataset(cases: Sequence[Case]) -> DataSet:
     # The data runs on for a while past start-up so that a console left open still has "now".
     return DataSet(tuple(cases), aligned_now(), interval=SANDBOX_INTERVAL, before=SANDBOX_INTERVAL * 4,
                    after=12 * 3600)
+
+
+def _constant(value: float) -> Callable[[float], float]:
+    """A series that holds one value at every time."""
+    return lambda _t: value

@@ -15,16 +15,14 @@ those operators, as the bot's refusal expects.
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from bot.sandbox.controller import Controller
-
-Obj = dict[str, Any]
+from bot.sandbox.objects import ClusterAPI, Obj, is_ready, meta_of, owned_by, owner_ref, pod_requests
 
 LWS: Final = ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")
 RAY: Final = ("ray.io/v1", "RayService")
@@ -50,17 +48,13 @@ CRDS: Final = (
 )
 
 
-def _meta(obj: Mapping[str, Any]) -> Obj:
-    return obj.get("metadata") or {}
-
-
 def _hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def desired_pods(obj: Mapping[str, Any]) -> dict[str, tuple[Obj, dict[str, str], str]]:
     """pod name → (pod template, extra labels, group) the resource should have."""
-    name, spec = _meta(obj)["name"], obj.get("spec") or {}
+    name, spec = meta_of(obj)["name"], obj.get("spec") or {}
     out: dict[str, tuple[Obj, dict[str, str], str]] = {}
     if obj.get("kind") == LWS[1]:
         template = spec.get("leaderWorkerTemplate") or {}
@@ -86,27 +80,27 @@ def desired_pods(obj: Mapping[str, Any]) -> dict[str, tuple[Obj, dict[str, str],
     return out
 
 
-def sync(ctrl: Controller, kind: str, namespace: str, name: str) -> None:
-    """Make the resource's pods match its spec (a changed template replaces them), then write its status."""
-    api = ctrl.api
+def sync(api: ClusterAPI, kind: str, namespace: str, name: str) -> None:
+    """Make the resource's pods match its spec (a changed template replaces them), then write its status.
+
+    The controller's reconcile loop calls this with its cluster API, so operators need nothing else of it."""
     obj = api.get(KINDS[kind], kind, namespace, name)
-    if obj is None or _meta(obj).get("deletionTimestamp"):
+    if obj is None or meta_of(obj).get("deletionTimestamp"):
         return
-    uid = _meta(obj)["uid"]
-    owned = {_meta(p)["name"]: p for p in api.list("v1", "Pod", namespace)
-             if any(r.get("uid") == uid for r in _meta(p).get("ownerReferences") or [])}
+    uid = meta_of(obj)["uid"]
+    owned = {meta_of(p)["name"]: p for p in api.list("v1", "Pod", namespace)
+             if owned_by(p, uid)}
     wanted = desired_pods(obj)
     for pod_name, pod in owned.items():
         template, _, _ = wanted.get(pod_name, ({}, {}, ""))
-        if pod_name not in wanted or (_meta(pod).get("labels") or {}).get(HASH_LABEL) != _hash(template):
+        if pod_name not in wanted or (meta_of(pod).get("labels") or {}).get(HASH_LABEL) != _hash(template):
             api.delete("v1", "Pod", namespace, pod_name)
     pods = {n: p for n, p in owned.items() if n in wanted
-            and (_meta(p).get("labels") or {}).get(HASH_LABEL) == _hash(wanted[n][0])}
+            and (meta_of(p).get("labels") or {}).get(HASH_LABEL) == _hash(wanted[n][0])}
     for pod_name, (template, labels, _) in wanted.items():
         if pod_name not in pods:
             pods[pod_name] = api.put(_pod(obj, pod_name, template, labels))
-    ready = {n for n, p in pods.items() if any(c.get("type") == "Ready" and c.get("status") == "True"
-                                               for c in (p.get("status") or {}).get("conditions") or [])}
+    ready = {n for n, p in pods.items() if is_ready(p)}
     if kind == LWS[1]:
         groups: dict[str, bool] = {}
         for pod_name, (_, _, group) in wanted.items():
@@ -119,20 +113,18 @@ def sync(ctrl: Controller, kind: str, namespace: str, name: str) -> None:
         running = bool(wanted) and set(wanted) <= ready
         status = {"serviceStatus": "Running" if running else "WaitForServeDeploymentReady",
                   "conditions": [{"type": "Ready", "status": "True" if running else "False"}]}
-    status["observedGeneration"] = _meta(obj).get("generation", 1)
+    status["observedGeneration"] = meta_of(obj).get("generation", 1)
     if status != (obj.get("status") or {}):
         api.put({**obj, "status": status})
 
 
 def _pod(owner: Obj, name: str, template: Mapping[str, Any], labels: Mapping[str, str]) -> Obj:
-    meta = _meta(owner)
+    meta = meta_of(owner)
     template_meta = template.get("metadata") or {}
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": meta.get("namespace"),
                          "labels": {**(template_meta.get("labels") or {}), **labels, HASH_LABEL: _hash(template)},
-                         "ownerReferences": [{"apiVersion": owner["apiVersion"], "kind": owner["kind"],
-                                              "name": meta["name"], "uid": meta["uid"], "controller": True,
-                                              "blockOwnerDeletion": True}]},
+                         "ownerReferences": [owner_ref(owner)]},
             "spec": copy.deepcopy(template.get("spec") or {})}
 
 
@@ -151,13 +143,11 @@ def karpenter(api: Any, *, max_nodes: int = 30,
     from ops.catalog import DEVICE_RESOURCE
 
     def provision(pod: Obj) -> Obj | None:
-        if only is not None and (_meta(pod).get("labels") or {}).get(only[0]) != only[1]:
+        if only is not None and (meta_of(pod).get("labels") or {}).get(only[0]) != only[1]:
             return None
         nodes = api.list("v1", "Node")
-        if sum(1 for n in nodes if (_meta(n).get("labels") or {}).get("karpenter.sh/sandbox")) >= max_nodes:
+        if sum(1 for n in nodes if (meta_of(n).get("labels") or {}).get("karpenter.sh/sandbox")) >= max_nodes:
             return None
-        from bot.sandbox.controller import pod_requests
-
         selector = (pod.get("spec") or {}).get("nodeSelector") or {}
         requests = {k: float(v) for k, v in pod_requests(pod).items()}
         kind = next((k for k, r in DEVICE_RESOURCE.items() if requests.get(r)), "gpu")
@@ -180,7 +170,7 @@ def karpenter(api: Any, *, max_nodes: int = 30,
         device = DEVICE_RESOURCE[chosen.accelerator_kind]
         capacity = {"cpu": str(chosen.vcpus), "memory": f"{int(chosen.memory_gib)}Gi", "pods": "110",
                     device: str(chosen.devices)}
-        name = f"karpenter-{chosen.name.replace('.', '-')}-{_hash([len(nodes), _meta(pod).get('uid')])[:5]}"
+        name = f"karpenter-{chosen.name.replace('.', '-')}-{_hash([len(nodes), meta_of(pod).get('uid')])[:5]}"
         labels = {**{k: str(v) for k, v in selector.items()}, INSTANCE_LABEL: chosen.name,
                   "kubernetes.io/os": "linux", "karpenter.sh/sandbox": "true"}
         return api.put({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
@@ -193,8 +183,6 @@ def install(emulator: Any, namespace: str = "default") -> None:
     """What the sandbox cluster has beyond its seed: the operators' CRDs, the Karpenter stand-in, and
     placeholder `hf-token`/`ngc-api` Secrets (the sandbox downloads nothing; `/infer secret hf-token`
     replaces the first)."""
-    import base64
-
     for crd in CRDS:
         emulator.put(crd)
     emulator.controller.provision_nodes = karpenter(emulator)

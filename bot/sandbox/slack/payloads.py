@@ -1,0 +1,263 @@
+"""What Slack sends to the bot: slash commands and interactivity payloads, signed like Slack signs
+them."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+from slack_sdk.signature import SignatureVerifier
+
+from bot.sandbox.slack.records import JSONDict, default_channel, default_user, new_trigger_id
+
+
+class ResponseSlack(Protocol):
+    """Where response_urls, trigger_ids and stored messages come from (:class:`LocalSlack` is one)."""
+
+    @property
+    def views(self) -> dict[str, JSONDict]: ...
+
+    def response_url(
+        self, name: str = "", *, channel: str | None = None, message_ts: str | None = None, user: str | None = None
+    ) -> str: ...
+
+    def trigger_id(self) -> str: ...
+
+    def find_message(self, channel: str, ts: str) -> JSONDict | None: ...
+
+    def user_profile(self, user_id: str) -> JSONDict: ...
+
+    def channel_info(self, channel_id: str) -> JSONDict: ...
+
+
+class SlackRequests:
+    """Builds the HTTP requests Slack sends the bot, signed with the app's signing secret.
+
+    Each builder returns ``(body, headers)``: the exact bytes to POST to ``/slack/events`` and
+    the headers to send with them (Content-Type and Slack's signature headers included). With
+    ``response_slack`` set, response_urls and trigger_ids come from that :class:`LocalSlack`,
+    so what the bot does with them is recorded and policed there.
+    """
+
+    user_agent = "Slackbot 1.0 (+https://api.slack.com/robots)"
+    form_content_type = "application/x-www-form-urlencoded"
+
+    def __init__(
+        self,
+        signing_secret: str,
+        response_slack: ResponseSlack | None = None,
+        team_id: str = "T0001",
+        api_app_id: str = "A0001",
+        *,
+        team_domain: str = "local",
+        verification_token: str = "local-verification-token",
+    ) -> None:
+        self.signing_secret = signing_secret
+        self.response_slack = response_slack
+        self.team_id = team_id
+        self.api_app_id = api_app_id
+        self.team_domain = team_domain
+        # Slack still sends the deprecated verification token in every payload; Bolt ignores it.
+        self.verification_token = verification_token
+        self._verifier = SignatureVerifier(signing_secret)
+
+    def sign(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        """Slack's v0 signature headers for ``body`` (``timestamp`` defaults to now)."""
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        signature = self._verifier.generate_signature(timestamp=ts, body=body)
+        assert signature is not None  # only None when timestamp is None
+        return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature}
+
+    def slash(
+        self,
+        text: str,
+        *,
+        user_id: str,
+        channel_id: str,
+        command: str = "/infer",
+        extra_headers: Mapping[str, str] | None = None,
+        timestamp: int | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        fields = {
+            "token": self.verification_token,
+            "team_id": self.team_id,
+            "team_domain": self.team_domain,
+            "channel_id": channel_id,
+            "channel_name": self._channel_name(channel_id),
+            "user_id": user_id,
+            "user_name": self._user_name(user_id),
+            "command": command,
+            "text": text,
+            "api_app_id": self.api_app_id,
+            "is_enterprise_install": "false",
+            "response_url": self._response_url(f"{command} {text}".strip(), channel_id, None, user_id),
+            "trigger_id": self._trigger_id(),
+        }
+        body = urlencode(fields).encode("utf-8")
+        return body, self._headers(body, timestamp, extra_headers)
+
+    def block_action(
+        self,
+        action_id: str,
+        value: str,
+        *,
+        user_id: str,
+        channel_id: str,
+        message_ts: str,
+        message: Mapping[str, Any] | None = None,
+        block_id: str | None = None,
+        action_type: str = "button",
+        extra_headers: Mapping[str, str] | None = None,
+        timestamp: int | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """A click on a button in the message ``message_ts``.
+
+        ``message`` defaults to the message as ``response_slack`` holds it, so the payload
+        carries the card's real blocks. ``block_id`` defaults to the block holding
+        ``action_id`` in that message (else ``"b"``).
+        """
+        original = dict(message) if message is not None else self._stored_message(channel_id, message_ts)
+        original.setdefault("ts", message_ts)
+        element, found_block_id = _find_element(original.get("blocks"), action_id)
+        action: JSONDict = {
+            "action_id": action_id,
+            "block_id": block_id or found_block_id or "b",
+            "value": value,
+            "type": action_type,
+            "action_ts": f"{time.time():.6f}",
+        }
+        if element is not None and isinstance(element.get("text"), dict):
+            action["text"] = element["text"]
+        payload: JSONDict = {
+            "type": "block_actions",
+            "user": self._user(user_id),
+            "api_app_id": self.api_app_id,
+            "token": self.verification_token,
+            "container": {
+                "type": "message",
+                "message_ts": message_ts,
+                "channel_id": channel_id,
+                "is_ephemeral": False,
+            },
+            "trigger_id": self._trigger_id(),
+            "team": {"id": self.team_id, "domain": self.team_domain},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": channel_id, "name": self._channel_name(channel_id)},
+            "message": original,
+            "state": {"values": {}},
+            "response_url": self._response_url(f"{action_id}:{value}", channel_id, message_ts, user_id),
+            "actions": [action],
+        }
+        return self._payload_request(payload, timestamp, extra_headers)
+
+    def view_submission(
+        self,
+        callback_id: str,
+        values: Mapping[str, Any],
+        *,
+        user_id: str,
+        private_metadata: str = "",
+        view_id: str = "V1",
+        extra_headers: Mapping[str, str] | None = None,
+        timestamp: int | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """A modal submitted with ``values`` (``{block_id: {action_id: {type, value}}}``)."""
+        stored = self.response_slack.views.get(view_id, {}) if self.response_slack is not None else {}
+        view: JSONDict = {
+            "id": view_id,
+            "team_id": self.team_id,
+            "type": "modal",
+            "title": stored.get("title", {"type": "plain_text", "text": "infer-bot"}),
+            "blocks": stored.get("blocks", []),
+            "private_metadata": private_metadata,
+            "callback_id": callback_id,
+            "state": {"values": dict(values)},
+            "hash": stored.get("hash", f"{int(time.time())}.{secrets.token_hex(4)}"),
+            "root_view_id": stored.get("root_view_id", view_id),
+            "previous_view_id": None,
+            "app_id": self.api_app_id,
+            "external_id": stored.get("external_id", ""),
+            "bot_id": stored.get("bot_id", ""),
+        }
+        payload: JSONDict = {
+            "type": "view_submission",
+            "team": {"id": self.team_id, "domain": self.team_domain},
+            "user": self._user(user_id),
+            "api_app_id": self.api_app_id,
+            "token": self.verification_token,
+            "trigger_id": self._trigger_id(),
+            "view": view,
+            "response_urls": [],
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+        return self._payload_request(payload, timestamp, extra_headers)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _payload_request(
+        self, payload: JSONDict, timestamp: int | None, extra_headers: Mapping[str, str] | None
+    ) -> tuple[bytes, dict[str, str]]:
+        body = urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode("utf-8")
+        return body, self._headers(body, timestamp, extra_headers)
+
+    def _headers(
+        self, body: bytes, timestamp: int | None, extra_headers: Mapping[str, str] | None
+    ) -> dict[str, str]:
+        headers = {"Content-Type": self.form_content_type, "User-Agent": self.user_agent}
+        headers.update(self.sign(body, timestamp))
+        headers.update(extra_headers or {})
+        return headers
+
+    def _response_url(self, name: str, channel_id: str, message_ts: str | None, user_id: str) -> str:
+        if self.response_slack is not None:
+            return self.response_slack.response_url(
+                name, channel=channel_id, message_ts=message_ts, user=user_id
+            )
+        # Shaped like Slack's so code that parses or logs it sees the real thing.
+        return f"https://hooks.slack.com/commands/{self.team_id}/{secrets.randbelow(10**13)}/{secrets.token_hex(12)}"
+
+    def _trigger_id(self) -> str:
+        return self.response_slack.trigger_id() if self.response_slack is not None else new_trigger_id()
+
+    def _stored_message(self, channel_id: str, message_ts: str) -> JSONDict:
+        if self.response_slack is not None:
+            stored = self.response_slack.find_message(channel_id, message_ts)
+            if stored is not None:
+                return stored
+        return {"type": "message", "ts": message_ts, "text": ""}
+
+    def _user(self, user_id: str) -> JSONDict:
+        name = self._user_name(user_id)
+        return {"id": user_id, "username": name, "name": name, "team_id": self.team_id}
+
+    def _user_name(self, user_id: str) -> str:
+        if self.response_slack is not None:
+            return str(self.response_slack.user_profile(user_id)["name"])
+        return str(default_user(user_id, self.team_id)["name"])
+
+    def _channel_name(self, channel_id: str) -> str:
+        if self.response_slack is not None:
+            return str(self.response_slack.channel_info(channel_id)["name"])
+        return str(default_channel(channel_id)["name"])
+
+
+def _find_element(blocks: Any, action_id: str) -> tuple[JSONDict | None, str | None]:
+    """The interactive element with ``action_id`` in ``blocks`` and the id of its block."""
+    if not isinstance(blocks, list):
+        return None, None
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        candidates = list(block.get("elements") or [])
+        if isinstance(block.get("accessory"), dict):
+            candidates.append(block["accessory"])
+        for element in candidates:
+            if isinstance(element, dict) and element.get("action_id") == action_id:
+                return element, block.get("block_id")
+    return None, None

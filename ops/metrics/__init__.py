@@ -1,0 +1,45 @@
+"""Per-deployment inference metrics from Prometheus: a fixed set of aggregated PromQL queries per cluster.
+
+Cost on Prometheus is the design constraint: a digest costs `len(QUERIES)` queries per cluster,
+whatever the number of deployments (ops/metrics/queries.py says how).
+
+The modules, each importing only those above it:
+
+* `queries`: QuerySettings and the PromQL builder (QUERIES, promql()).
+* `client`: Prometheus' HTTP API (instant and range queries, probe) and PromError.
+* `collector`: collect() over every cluster's Prometheus, the result types and bucket_quantile.
+
+This package only re-exports their public names, so callers import from `ops.metrics`.
+"""
+
+from ops.metrics.client import PromError, Prometheus, probe
+from ops.metrics.collector import (
+    ClusterMetrics,
+    DeploymentMetrics,
+    Point,
+    Stats,
+    Target,
+    bucket_quantile,
+    collect,
+)
+from ops.metrics.queries import INSTANT, QUERIES, RANGE, DigestQueries, Key, QuerySettings, promql
+
+__all__ = [
+    "INSTANT",
+    "QUERIES",
+    "RANGE",
+    "ClusterMetrics",
+    "DeploymentMetrics",
+    "DigestQueries",
+    "Key",
+    "Point",
+    "PromError",
+    "Prometheus",
+    "QuerySettings",
+    "Stats",
+    "Target",
+    "bucket_quantile",
+    "collect",
+    "probe",
+    "promql",
+]

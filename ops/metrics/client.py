@@ -1,0 +1,88 @@
+"""Prometheus' HTTP API, minimal: instant and range queries with a deadline on every call, and a probe.
+
+Client: plain `requests` rather than prometheus-api-client. We need POST (the queries are long), a
+deadline on every call plus Prometheus' own `timeout=`, and nothing else of that library (whose
+dateparser dependency would come along). Times are sent as Unix seconds from aware datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+
+
+class PromError(Exception):
+    pass
+
+
+class Prometheus:
+    """The HTTP API, minimal: instant and range queries, every call with a deadline."""
+
+    def __init__(self, url: str, timeout: float, session: requests.Session | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = session or requests.Session()
+
+    def _post(self, path: str, data: dict[str, str]) -> Any:
+        data["timeout"] = f"{self.timeout:g}s"
+        try:
+            resp = self.session.post(f"{self.url}{path}", data=data,
+                                     timeout=(min(5.0, self.timeout), self.timeout + 2))
+        except requests.ConnectionError as exc:
+            raise PromError(f"cannot connect to Prometheus at {self.url} ({_reason(exc)})") from None
+        except requests.Timeout:
+            raise PromError(f"Prometheus at {self.url} did not answer within {self.timeout:g} s") from None
+        try:
+            body = resp.json()
+        except ValueError:
+            raise PromError(f"Prometheus at {self.url} answered HTTP {resp.status_code} without JSON") from None
+        if body.get("status") != "success":
+            raise PromError(f"Prometheus at {self.url} refused a query: {body.get('errorType', resp.status_code)}: "
+                            f"{str(body.get('error', ''))[:300]}")
+        return body["data"]
+
+    def query(self, promql: str, at: datetime) -> list[dict[str, Any]]:
+        return list(self._post("/api/v1/query", {"query": promql, "time": _unix(at)})["result"])
+
+    def query_range(self, promql: str, start: datetime, end: datetime, step: timedelta) -> list[dict[str, Any]]:
+        return list(self._post("/api/v1/query_range", {"query": promql, "start": _unix(start), "end": _unix(end),
+                                                       "step": f"{step.total_seconds():g}"})["result"])
+
+
+def probe(url: str, timeout: float = 5.0, session: requests.Session | None = None) -> str:
+    """Is this Prometheus up and answering queries? Returns its version; raises PromError saying why not.
+
+    `/-/ready` alone would pass a Prometheus still replaying its WAL as "not ready" and a proxy
+    in front of it as ready; a trivial instant query is what a digest actually needs to work.
+    """
+    prom = Prometheus(url, timeout, session)
+    try:
+        resp = prom.session.get(f"{prom.url}/-/ready", timeout=(min(5.0, timeout), timeout))
+    except requests.ConnectionError as exc:
+        raise PromError(f"cannot connect to Prometheus at {prom.url} ({_reason(exc)})") from None
+    except requests.Timeout:
+        raise PromError(f"Prometheus at {prom.url} did not answer within {timeout:g} s") from None
+    if resp.status_code != 200:
+        raise PromError(f"Prometheus at {prom.url} is not ready (HTTP {resp.status_code} on /-/ready)")
+    prom.query("vector(1)", datetime.now().astimezone())
+    try:
+        version = prom.session.get(f"{prom.url}/api/v1/status/buildinfo", timeout=timeout).json()["data"]["version"]
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        version = "version unknown"  # older servers and some proxies do not answer it; not a failure
+    return str(version)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for hint in ("Connection refused", "Name or service not known", "timed out", "No route to host"):
+        if hint in text:
+            return hint.lower()
+    return type(exc).__name__
+
+
+def _unix(at: datetime) -> str:
+    if at.tzinfo is None:
+        raise ValueError("naive datetime: pass an aware one (Prometheus times are absolute)")
+    return f"{at.timestamp():.3f}"

@@ -1,0 +1,301 @@
+"""Collecting a digest's figures: every cluster's Prometheus read concurrently with the queries of
+ops.metrics.queries, the answers assembled into per-deployment results (None where a figure was
+not measured), and histogram quantiles computed here from the summed buckets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import requests
+
+from ops.metrics.client import PromError, Prometheus
+from ops.metrics.queries import INSTANT, RANGE, DigestQueries, Key, QuerySettings, promql
+
+Point = tuple[float, float]  # (unix seconds, value)
+
+
+# ---- results -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeploymentMetrics:
+    """One model server over the window. None means "not measured" (no such series), never zero."""
+
+    cluster: str
+    namespace: str
+    name: str
+    accelerator: str | None = None  # "gpu" | "neuron"
+    instance_type: str | None = None
+    device_resource: str | None = None  # nvidia_com_gpu, aws_amazon_com_neuron…
+    devices: float | None = None  # accelerators requested now (all pods)
+    device_hours: float | None = None  # accelerator-hours requested over the window
+    util_mean: float | None = None  # percent
+    util_p95: float | None = None
+    util_now: float | None = None
+    idle_share: float | None = None  # share of accelerator time below QuerySettings.idle_util_pct
+    mem_used_mib: float | None = None  # mean over the window, all GPUs together
+    mem_total_mib: float | None = None
+    rps_mean: float | None = None
+    rps_now: float | None = None
+    requests: float | None = None  # finished requests over the window
+    abort_share: float | None = None
+    e2e_p50: float | None = None  # seconds
+    e2e_p95: float | None = None
+    e2e_p99: float | None = None
+    e2e_p95_now: float | None = None
+    ttft_p95: float | None = None
+    ttft_p95_now: float | None = None
+    tpot_mean: float | None = None
+    tpot_p95: float | None = None
+    queue_mean: float | None = None
+    queue_max: float | None = None
+    queue_now: float | None = None
+    queue_slope_per_hour: float | None = None
+    running_mean: float | None = None
+    kv_mean: float | None = None  # 0–1
+    kv_max: float | None = None
+    preemptions: float | None = None
+    replicas_desired: int | None = None
+    replicas_available: int | None = None
+    restarts: int | None = None
+    startup_seconds: float | None = None  # slowest current pod, start → Ready (Kubernetes API)
+    util_series: tuple[Point, ...] = ()
+    latency_series: tuple[Point, ...] = ()
+
+    @property
+    def key(self) -> Key:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class ClusterMetrics:
+    name: str
+    prometheus_url: str | None
+    deployments: list[DeploymentMetrics] = field(default_factory=list)
+    error: str | None = None  # the whole cluster is missing from the digest, and why
+    warnings: list[str] = field(default_factory=list)  # some figures are missing, and why
+    queries: int = 0  # PromQL requests sent (the constant this package is built around)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A cluster to read: its name and its Prometheus (None = not configured)."""
+
+    name: str
+    prometheus_url: str | None
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) or math.isinf(number) else number
+
+
+def bucket_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """Prometheus' histogram_quantile over {le: cumulative count}; None where Prometheus gives NaN."""
+    if math.inf not in buckets or len(buckets) < 2:
+        return None
+    bounds = sorted(buckets)
+    counts: list[float] = []
+    for bound in bounds:  # cumulative counts never decrease (scrape races can make them look so)
+        counts.append(max(buckets[bound], counts[-1] if counts else 0.0))
+    total = counts[-1]
+    if total <= 0:
+        return None
+    rank = q * total
+    index = next(i for i, count in enumerate(counts) if count >= rank)
+    if index == len(bounds) - 1:
+        return bounds[-2]  # in the +Inf bucket: the highest finite bound
+    if index == 0 and bounds[0] <= 0:
+        return bounds[0]
+    start = bounds[index - 1] if index > 0 else 0.0
+    below = counts[index - 1] if index > 0 else 0.0
+    in_bucket = counts[index] - below
+    return start + (bounds[index] - start) * ((rank - below) / in_bucket if in_bucket else 1.0)
+
+
+# ---- collecting ----------------------------------------------------------------------------------
+
+Stats = dict[Key, dict[str, Any]]
+
+
+def collect(targets: Sequence[Target], end: datetime, settings: QuerySettings = QuerySettings(), *,
+            scope: Key | None = None, session_factory: Callable[[], requests.Session] = requests.Session,
+            per_cluster: int = 4) -> list[ClusterMetrics]:
+    """Read every target concurrently (each with `per_cluster` queries in flight); never raises for a cluster.
+
+    `scope` limits the joins to one (namespace, deployment): the same queries, cheaper to evaluate.
+    """
+    if end.tzinfo is None:
+        raise ValueError("end must be an aware datetime")
+    q = DigestQueries(settings, scope)
+    instant = promql(settings, scope)
+    start = end - settings.window
+    chart_step = max(settings.step, settings.window / max(1, settings.chart_points))
+    reachable = [(i, t) for i, t in enumerate(targets) if t.prometheus_url]
+
+    def read(target: Target) -> dict[str, Any]:
+        prom = Prometheus(target.prometheus_url or "", settings.timeout, session_factory())
+        jobs: dict[str, Callable[[], Any]] = {name: _bind(prom.query, instant[name], end) for name in INSTANT}
+        jobs["chart_util"] = _bind(prom.query_range, q.chart_util(), start, end, chart_step)
+        jobs["chart_latency"] = _bind(prom.query_range, q.chart_latency(chart_step), start, end, chart_step)
+        # A few queries in flight per cluster: Prometheus answers them in parallel, and a dead one
+        # costs one timeout, not one per query in sequence.
+        with ThreadPoolExecutor(max_workers=per_cluster, thread_name_prefix=f"promql-{target.name}") as pool:
+            futures = {name: pool.submit(_attempt, fn) for name, fn in jobs.items()}
+            answers = {name: future.result() for name, future in futures.items()}
+        prom.session.close()
+        return answers
+
+    results: dict[int, dict[str, Any]] = {}
+    if reachable:
+        with ThreadPoolExecutor(max_workers=min(16, len(reachable)), thread_name_prefix="prometheus") as pool:
+            for (index, _), answers in zip(reachable, pool.map(lambda it: read(it[1]), reachable), strict=True):
+                results[index] = answers
+    out: list[ClusterMetrics] = []
+    for index, target in enumerate(targets):
+        if index not in results:
+            out.append(ClusterMetrics(target.name, None, error="no `prometheus_url` is configured for this cluster"))
+        else:
+            out.append(_assemble(target, results[index], settings))
+    return out
+
+
+def _bind(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    return lambda: fn(*args)
+
+
+def _attempt(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except PromError as exc:
+        return exc
+
+
+def _assemble(target: Target, answers: dict[str, Any], settings: QuerySettings) -> ClusterMetrics:
+    errors = {name: answer for name, answer in answers.items() if isinstance(answer, PromError)}
+    if len(errors) == len(answers):
+        first = next(iter(errors.values()))
+        return ClusterMetrics(target.name, target.prometheus_url, error=str(first), queries=len(answers))
+    warnings = sorted({f"{name}: {exc}" for name, exc in errors.items()})
+    stats: dict[str, Stats] = {name: _by_stat(answer) for name, answer in answers.items()
+                               if name in INSTANT and not isinstance(answer, PromError)}
+    series = {name: _series(answer) for name, answer in answers.items()
+              if name in RANGE and not isinstance(answer, PromError)}
+    keys = _model_servers(stats)
+    deployments = [_deployment(target.name, key, stats, series, settings) for key in sorted(keys)]
+    return ClusterMetrics(target.name, target.prometheus_url, deployments=deployments, warnings=warnings,
+                          queries=len(answers))
+
+
+def _by_stat(result: Iterable[dict[str, Any]]) -> Stats:
+    """{(namespace, deployment): {stat: value}}; bucket stats become {le: count}, labelled extras lists."""
+    out: Stats = defaultdict(dict)
+    for item in result:
+        metric = item.get("metric", {})
+        key = (metric.get("namespace", ""), metric.get("deployment", ""))
+        if not key[1]:
+            continue
+        value = _number(item.get("value", [None, None])[1])
+        stat = metric.get("stat", "")
+        bucket = out[key]
+        if "le" in metric:
+            le = _number(metric["le"]) if metric["le"] != "+Inf" else math.inf
+            if le is not None and value is not None:
+                bucket.setdefault(stat, {})[le] = bucket.get(stat, {}).get(le, 0.0) + value
+        elif stat == "typed":
+            bucket.setdefault("typed", []).append((metric.get("instance_type"), value or 0.0))
+        elif stat in ("devices", "device_steps"):
+            bucket[stat] = (bucket.get(stat) or 0.0) + (value or 0.0)
+            bucket.setdefault("resource", metric.get("resource"))
+        else:
+            bucket[stat] = value
+            if "accelerator" in metric:
+                bucket["accelerator"] = metric["accelerator"]
+    return out
+
+
+def _series(result: Iterable[dict[str, Any]]) -> dict[Key, tuple[Point, ...]]:
+    out: dict[Key, tuple[Point, ...]] = {}
+    for item in result:
+        metric = item.get("metric", {})
+        key = (metric.get("namespace", ""), metric.get("deployment", ""))
+        out[key] = tuple((float(t), v) for t, raw in item.get("values", []) if (v := _number(raw)) is not None)
+    return out
+
+
+def _model_servers(stats: Mapping[str, Stats]) -> set[Key]:
+    """Deployments that serve models: vLLM series, accelerator use or accelerator requests.
+
+    kube_deployment_* (replicas) is left out on purpose: it lists every Deployment (coredns too).
+    """
+    keys: set[Key] = set()
+    for name in ("util", "memory", "requests", "e2e", "ttft", "tpot", "queue", "kv", "inventory"):
+        keys.update(stats.get(name, {}).keys())
+    return keys
+
+
+def _ratio(part: float | None, whole: float | None) -> float | None:
+    if part is None or whole is None:
+        return None
+    return part / whole if whole else (0.0 if part == 0 else None)
+
+
+def _deployment(cluster: str, key: Key, stats: Mapping[str, Stats],
+                series: Mapping[str, dict[Key, tuple[Point, ...]]], settings: QuerySettings) -> DeploymentMetrics:
+    def get(query: str, stat: str) -> Any:
+        return stats.get(query, {}).get(key, {}).get(stat)
+
+    def quantile(query: str, stat: str, q: float) -> float | None:
+        buckets = get(query, stat)
+        return bucket_quantile(q, buckets) if buckets else None
+
+    samples = get("util", "samples")
+    typed = get("inventory", "typed") or []
+    resource = get("inventory", "resource")
+    accelerator = get("util", "accelerator") or ("neuron" if resource and "neuron" in resource
+                                                 else "gpu" if resource else None)
+    count = get("requests", "count")
+    desired, available, restarts = get("replicas", "desired"), get("replicas", "available"), get("restarts", "total")
+    # No traffic at all leaves the histograms empty: then there is no latency, not a latency of 0.
+    return DeploymentMetrics(
+        cluster=cluster, namespace=key[0], name=key[1],
+        accelerator=accelerator, device_resource=resource,
+        instance_type=max(typed, key=lambda t: t[1])[0] if typed else None,
+        devices=get("inventory", "devices"),
+        device_hours=steps * settings.step.total_seconds() / 3600 if (steps := get("inventory", "device_steps"))
+        is not None else None,
+        util_mean=_ratio(get("util", "sum"), samples) if samples else None,
+        util_p95=get("util", "p95"), util_now=get("util", "now"),
+        idle_share=_ratio(get("util", "idle_samples"), samples) if samples else None,
+        mem_used_mib=get("memory", "used"), mem_total_mib=get("memory", "total"),
+        requests=count, rps_mean=count / settings.window.total_seconds() if count is not None else None,
+        rps_now=get("requests", "rps_now"), abort_share=_ratio(get("requests", "aborted"), count),
+        e2e_p50=quantile("e2e", "window", 0.5), e2e_p95=quantile("e2e", "window", 0.95),
+        e2e_p99=quantile("e2e", "window", 0.99), e2e_p95_now=quantile("e2e", "now", 0.95),
+        ttft_p95=quantile("ttft", "window", 0.95), ttft_p95_now=quantile("ttft", "now", 0.95),
+        tpot_mean=_ratio(get("tpot", "sum"), get("tpot", "count")) if get("tpot", "count") else None,
+        tpot_p95=quantile("tpot", "window", 0.95),
+        queue_mean=get("queue", "mean"), queue_max=get("queue", "max"), queue_now=get("queue", "now"),
+        queue_slope_per_hour=get("queue", "slope"), running_mean=get("queue", "running_mean"),
+        kv_mean=get("kv", "mean"), kv_max=get("kv", "max"),
+        preemptions=get("preemptions", "total"),
+        replicas_desired=int(desired) if desired is not None else None,
+        replicas_available=int(available) if available is not None else None,
+        restarts=int(round(restarts)) if restarts is not None else None,
+        util_series=series.get("chart_util", {}).get(key, ()),
+        latency_series=series.get("chart_latency", {}).get(key, ()),
+    )
