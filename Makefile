@@ -9,7 +9,7 @@ sandbox:
 
 # All five benchmarks of issue 7 (bench/run_all.py: ack latency, digest cost, fan-out, footprint,
 # rollout watch) in full, results into BENCHMARKS.md; tens of minutes on 2 cores, so run it on a
-# quiet machine. bench-quick is what CI runs (tests/test_bench.py): does each still work, no figures.
+# quiet machine. bench-quick is what CI runs (tests/e2e/test_bench.py): does each still work, no figures.
 bench:
 	scripts/setup test
 	.venv/bin/python bench/run_all.py --write BENCHMARKS.md

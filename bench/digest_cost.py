@@ -233,7 +233,7 @@ class Row:
 
 def measure(n: int, interval: int, repeats: int, workdir: Path) -> Row:
     began = time.perf_counter()
-    # The fleet of tests/test_metrics_scale.py: look-alike healthy deployments over 7 namespaces.
+    # The fleet of tests/ops/test_metrics_scale.py: look-alike healthy deployments over 7 namespaces.
     dataset: DataSet = dataset_at(fleet(n), aligned_now(interval), interval=interval, step=interval,
                                   before=3 * interval, after=0)
     server: PrometheusServer = serve_dataset(dataset, workdir)

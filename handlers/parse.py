@@ -110,7 +110,7 @@ _ENTITY_CHARS: Final = {"amp": "&", "lt": "<", "gt": ">"}
 _SET_KEY: Final = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,200}")
 # Options that carry free-form keys, and the one verb that takes each.
 _PREFIX_OWNERS: Final = {"set.": "deploy", "var.": "provision"}
-# The grammar's preset id under its old name here: tests/test_catalog.py checks ops/catalog against it.
+# The grammar's preset id under its old name here: tests/ops/test_catalog.py checks ops/catalog against it.
 _PRESET_ID: Final = PRESET_ID
 
 

@@ -1,0 +1,120 @@
+"""The bot's own Helm chart: lints, renders, and grants exactly the API access the ops use."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from bot.sandbox.operators import CRDS
+from ops.helm import BUNDLED_CHART
+from tests.support.binaries import HELM, needs_helm
+from tests.support.slack import ADMIN, APPROVER, OPERATOR, card_for, op_id_of, text_of
+
+pytestmark = needs_helm
+
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "infer-bot"
+
+
+def helm(*args: str) -> str:
+    binary = str(HELM)
+    run = subprocess.run([binary, *args], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def rendered(*sets: str) -> dict[str, dict]:
+    flags = [x for s in sets for x in ("--set", s)]
+    docs = [d for d in yaml.safe_load_all(helm("template", "bot", str(CHART), "--namespace", "ops", *flags)) if d]
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
+def test_chart_lints_and_renders_a_safe_deployment():
+    assert "0 chart(s) failed" in helm("lint", str(CHART))
+    objs = rendered("serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/bot",
+                    "serviceMonitor.enabled=true")
+    dep = objs["Deployment/bot"]
+    assert dep["spec"]["replicas"] == 2
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["serviceAccountName"] == "infer-bot"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert pod["terminationGracePeriodSeconds"] == 35  # the default 25 s drain plus a margin
+    longer = rendered("config.operations.shutdown_grace_seconds=50")["Deployment/bot"]["spec"]["template"]["spec"]
+    assert longer["terminationGracePeriodSeconds"] == 60
+    env = {e["name"]: e for e in container["env"]}
+    for secret in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "INFER_BOT_DATABASE_URL"):
+        assert "secretKeyRef" in env[secret]["valueFrom"] and "value" not in env[secret]
+    assert objs["PodDisruptionBudget/bot"]["spec"]["minAvailable"] == 1
+    assert objs["ServiceAccount/infer-bot"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(
+        "role/bot")
+    assert objs["ServiceMonitor/bot"]["spec"]["endpoints"][0]["path"] == "/metrics"
+    config = yaml.safe_load(objs["ConfigMap/bot-config"]["data"]["config.yaml"])
+    assert config["slack"]["command"] == "/infer"
+    assert "ServiceMonitor/bot" not in rendered()
+
+
+PATH = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)(?:/namespaces/[^/]+)?/(?P<resource>[^/]+)"
+                  r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$")
+
+
+def rbac_verb(method: str, name: str | None, query: dict[str, str]) -> str:
+    if method == "GET":
+        return "watch" if query.get("watch") in ("true", "1") else ("get" if name else "list")
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+
+
+def test_rbac_allows_exactly_what_the_pipeline_calls(make_bot, slack, kube):
+    # Everything the bot does today: status, a scale that succeeds, one that fails and is diagnosed,
+    # and the life of releases of every workload kind (with the operators' CRDs installed).
+    for crd in CRDS:
+        kube.put(crd)
+    bot = make_bot(cluster={"rollout_timeout_seconds": 3}, chart={"path": str(BUNDLED_CHART)})
+    bot.slash("status", user=OPERATOR)
+    cards = 0
+
+    def approved(command: str, outcome: str = "") -> None:
+        nonlocal cards
+        bot.slash(command, user=OPERATOR)
+        cards += 1
+        card = card_for(slack, n=cards)
+        bot.click("op_approve", op_id_of(card), user=APPROVER, message_ts=card.response["ts"])
+        slack.wait_for(lambda c, ts=card.response["ts"]: c.params.get("thread_ts") == ts
+                       and ("Succeeded" in text_of(c) or "Failed" in text_of(c)) and outcome in text_of(c),
+                       timeout=60)
+
+    approved("scale qwen 2", "Succeeded")
+    approved("scale qwen 9", "Failed")
+    approved("deploy qwen3-1.7b-vllm name=a")  # no hf-token yet: it fails, the calls are the same
+    approved("autoscale a min=1 max=2 metric=cpu")
+    approved("autoscale a min=1 max=2 metric=queue")  # the HPA is pruned
+    approved("rollback a revision=2")  # the card reads the HPA it brings back; the ScaledObject is pruned
+    approved("rollback a revision=3")
+    approved("undeploy a")
+    for preset, name in (("llama-4-scout-17b-lws-vllm", "l"), ("llama-32-1b-ray-vllm", "r")):
+        approved(f"deploy {preset} name={name}")
+        approved(f"undeploy {name}")
+    bot.slash("secret hf-token", user=ADMIN)
+    view = slack.wait_for(lambda c: c.method == "views.open" and c.status == 200).response["view"]
+    body, headers = bot.requests.view_submission(
+        "hf_token_submit", {"token": {"value": {"type": "plain_text_input", "value": "hf_rbac_test_token"}}},
+        user_id=ADMIN, private_metadata=view["private_metadata"], view_id=view["id"])
+    bot.post(body, headers)
+    slack.wait_for(lambda c: c.method == "chat.postEphemeral" and "hf-token" in text_of(c))
+
+    used: set[tuple[str, str, str]] = set()
+    for method, path, query in kube.requests:
+        match = PATH.match(path)
+        if not match:
+            continue  # discovery and /version: non-resource URLs every authenticated client may read
+        resource = match["resource"] + (f"/{match['sub']}" if match["sub"] else "")
+        used.add((match["group"] or "", resource, rbac_verb(method, match["name"], query)))
+
+    role = rendered()["ClusterRole/bot"]
+    granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    assert used <= granted, f"calls the chart does not allow: {sorted(used - granted)}"
+    assert granted <= used, f"granted but never used (not least privilege): {sorted(granted - used)}"
