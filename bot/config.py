@@ -1,4 +1,4 @@
-"""Configuration: the YAML file of ARCHITECTURE.md plus the process environment.
+"""Configuration: the YAML file of ../shared/ARCHITECTURE.md plus the process environment.
 
 Every validation error names the file and the key path, so an operator can fix a typo
 without reading a traceback.

@@ -10,7 +10,7 @@ public names, so handlers import everything from ``handlers.parse``.
 Pure logic on purpose: no Slack, no I/O, standard library only. Whatever a user types ends in
 either a ``Command`` or a :class:`UsageError` whose message is short and safe to post back.
 
-Details of the grammar that ARCHITECTURE.md leaves open:
+Details of the grammar that ../shared/ARCHITECTURE.md leaves open:
 
 * Verbs, option keys and fixed choices (``metric=CPU``, ``digest LIST``) are case-insensitive
   and come out lowercased; names are not (Kubernetes names are lowercase, so ``Qwen`` is refused

@@ -1,4 +1,4 @@
-"""ops/metrics.py against a real Prometheus over generated data: every figure equals the generator's."""
+"""ops/metrics/ against a real Prometheus over generated data: every figure equals the generator's."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ops/terraform.py against the real terraform binary and the test root module (built-in
+"""ops/terraform/ against the real terraform binary and the test root module (built-in
 terraform_data only: init needs no provider and works offline)."""
 
 from __future__ import annotations
