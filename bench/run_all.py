@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("Fan-out (50 channels, local Slack at 1 message/s/channel with 429s)", "fanout.py"),
     ("Footprint", "footprint.py"),
     ("Kubernetes API requests per change (rollout watch)", "rollout.py"),
+    ("The public endpoint (stalled connections, oversized bodies; beside waitress' defaults)", "front_door.py"),
 ]
 
 

@@ -14,6 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ops.advisor import RULES_BY_ID, THRESHOLD_NAMES
+from ops.cron import parse_crontab
+
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 SLACK_PRINCIPAL = r"^[USW][A-Z0-9_]+$"
 
@@ -125,8 +128,6 @@ class DigestConfig(_Strict):
     @field_validator("cron")
     @classmethod
     def _five_fields(cls, value: str) -> str:
-        from ops.cron import parse_crontab
-
         parse_crontab(value)  # raises ValueError naming the wrong field
         return value
 
@@ -165,8 +166,6 @@ class AdvisorConfig(_Strict):
     @field_validator("thresholds")
     @classmethod
     def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
-        from ops.advisor import THRESHOLD_NAMES
-
         unknown = sorted(set(value) - THRESHOLD_NAMES)
         if unknown:
             raise ValueError(f"unknown thresholds {', '.join(unknown)}; known: {', '.join(sorted(THRESHOLD_NAMES))}")
@@ -175,8 +174,6 @@ class AdvisorConfig(_Strict):
     @field_validator("disabled")
     @classmethod
     def _known_rules(cls, value: list[str]) -> list[str]:
-        from ops.advisor import RULES_BY_ID
-
         unknown = sorted(set(value) - set(RULES_BY_ID))
         if unknown:
             raise ValueError(f"unknown rules {', '.join(unknown)}; known: {', '.join(RULES_BY_ID)}")
@@ -194,8 +191,24 @@ class OperationsConfig(_Strict):
     shutdown_grace_seconds: float = Field(default=25, ge=0)
 
 
+class ServerConfig(_Strict):
+    """The public endpoint (`serve`): Slack's HTTP mode needs a URL anyone can open connections to."""
+
+    # Slack's payloads are a few kB (a view submission tens of kB): anything announcing more is
+    # refused with 413 from its headers, before a byte of the body is read.
+    max_body_bytes: int = Field(default=1_048_576, ge=65_536)
+    # A connection that sends nothing for this long while a request is unfinished (or idles between
+    # requests) is closed; waitress' default of 120 s let 100 stalled connections stop the bot.
+    read_timeout_seconds: int = Field(default=5, ge=1, le=120)
+    # Reading is asynchronous, so an open connection costs a file descriptor, not a thread; the
+    # limit only needs to stay below the process's descriptor limit.
+    connection_limit: int = Field(default=4000, ge=100)
+    threads: int = Field(default=16, ge=1, le=256)  # handle complete requests: verify, parse, ack
+
+
 class Config(_Strict):
     slack: SlackConfig = SlackConfig()
+    server: ServerConfig = ServerConfig()
     roles: Roles = Roles()
     clusters: list[ClusterConfig] = []
     chart: ChartConfig = ChartConfig()

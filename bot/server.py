@@ -20,6 +20,7 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot.app import Runtime
+from bot.config import ServerConfig
 from bot.db.tables import FINAL
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,27 @@ def make_wsgi(runtime: Runtime, draining: threading.Event | None = None) -> WSGI
     return wsgi
 
 
-def serve(runtime: Runtime, host: str, port: int, threads: int = 16) -> None:
+def waitress_options(server: ServerConfig) -> dict[str, Any]:
+    """waitress tuned for an endpoint on the internet (its defaults suit a server behind a proxy)."""
+    return {
+        "threads": server.threads,
+        "connection_limit": server.connection_limit,
+        "channel_timeout": server.read_timeout_seconds,
+        # Stalled connections are looked for this often; the default (30 s) would keep them 6× longer.
+        "cleanup_interval": max(1, server.read_timeout_seconds // 2),
+        "max_request_body_size": server.max_body_bytes,
+        # select() cannot watch descriptors above 1 024; poll() has no such ceiling.
+        "asyncore_use_poll": True,
+    }
+
+
+def serve(runtime: Runtime, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT, then drain: not ready, running operations finish, then exit."""
     from waitress import create_server
 
     draining = threading.Event()
-    server = create_server(make_wsgi(runtime, draining), host=host, port=port, threads=threads, ident="infer-bot")
+    server = create_server(make_wsgi(runtime, draining), host=host, port=port, ident="infer-bot",
+                           **waitress_options(runtime.config.server))
 
     def drain_then_stop() -> None:
         grace = runtime.config.operations.shutdown_grace_seconds

@@ -230,6 +230,7 @@ def post_digests(client: WebClient, deps: Deps, channels: Sequence[str], cluster
 
 
 def _chart(d: Digest) -> bytes | None:
+    # matplotlib loads only when a digest draws its chart: serve and the console start without it.
     from ops.charts import MAX_LINES, Line, render_png
 
     # The most expensive deployments first: that is where utilization matters.

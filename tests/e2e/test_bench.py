@@ -15,3 +15,4 @@ def test_every_benchmark_runs_in_quick_mode():
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert "p99/bare" in run.stdout and "MiB resident" in run.stdout and "API requests" in run.stdout
     assert "naive/bot" in run.stdout and "429s honoured" in run.stdout  # digest cost, fan-out
+    assert "stalled" in run.stdout and "256 MiB announced: 413" in run.stdout  # the public endpoint
