@@ -22,12 +22,16 @@ from bot import logs
 from bot.clusters import Clusters
 from bot.config import Config, Settings
 from bot.db.digests import DigestStore
+from bot.db.home import HomeTabs
 from bot.db.releases import ReleaseHistory
+from bot.db.schedules import ScheduleStore
 from bot.db.store import Store, make_engine, migrate
 from bot.db.tables import PostStatus
+from bot.home_refresh import HomeRefresher
 from bot.pacing import Pacer, SharedBuilds
 from bot.policy import GroupCache, Policy
 from bot.runs.infra import check_drift_all
+from bot.runs.schedules import POLL_SECONDS, ScheduleRunner
 from bot.runs.worker import Worker
 from bot.scheduler import DigestScheduler, period_key
 from handlers.commands import VERB_TABLE
@@ -90,6 +94,7 @@ class Runtime:
     deps: Deps | None = None
     digests: DigestStore | None = None
     scheduler: DigestScheduler | None = None  # started by `serve` only
+    home: HomeRefresher | None = None  # keeps open App Home tabs current
 
     @property
     def quiet(self) -> bool:
@@ -105,9 +110,18 @@ class Runtime:
             lambda channel, clusters, post_id: post_digest(client, deps, channel, clusters, post_id))
         self.digests.on_change = self.scheduler.sync  # a subscribe here takes effect at once
         self.scheduler.start()
+        self.start_home()
         if self.config.terraform.drift_cron:
             self.scheduler.add_cron("drift-check", self.config.terraform.drift_cron, "UTC", self.scheduled_drift_check)
+        # Replica schedules: every replica looks for due slots; the (schedule, slot) key picks one.
+        runner = ScheduleRunner(self.config, self.store, client, self.worker.wake, self.worker.id)
+        self.scheduler.add_interval("replica-schedules", POLL_SECONDS, runner.tick_quietly)
         return self.scheduler
+
+    def start_home(self) -> None:
+        """Refresh the App Home tabs users have open when operations change (serve and console)."""
+        if self.home is not None:
+            self.home.start()
 
     def scheduled_drift_check(self, now: datetime | None = None) -> list[int]:
         """Queue the drift checks of one cron slot; every replica fires, the first claim of the slot wins.
@@ -134,6 +148,8 @@ class Runtime:
     def close(self) -> None:
         if self.scheduler is not None:
             self.scheduler.stop()
+        if self.home is not None:
+            self.home.stop()
         self.worker.stop()
         self.store.engine.dispose()
 
@@ -151,6 +167,7 @@ def build_runtime(config: Config, settings: Settings, *, client: WebClient | Non
     clusters = Clusters(config, store)  # the store: clusters the bot provisioned
     worker = Worker(store, config, clusters, client)
     digests = DigestStore(store)
+    home_tabs = HomeTabs(store)
     # Commands' slow part (cluster reads, cards, replies). Mostly network waits, which release the
     # interpreter lock, so 8 threads keep 8 slow cluster calls in flight; more only gives the acks
     # more threads to queue behind for the lock when CPU-bound bursts arrive (bench/ack_latency.py).
@@ -159,12 +176,12 @@ def build_runtime(config: Config, settings: Settings, *, client: WebClient | Non
                 approval_ttl=timedelta(hours=config.operations.approval_timeout_hours),
                 wake_worker=worker.wake, pacer=Pacer(), builds=SharedBuilds(), verbs=VERB_TABLE,
                 command=config.slack.command, digests=digests, run_later=work.submit,
-                releases=ReleaseHistory(store))
+                releases=ReleaseHistory(store), schedules=ScheduleStore(store), home=home_tabs)
     # Listener threads only verify, dispatch and ack, so a few suffice; the slow part goes to `work`.
     listeners = ListenerPool(max_workers=16)
     app = build_app(settings, client, deps, listeners)
     return Runtime(config, settings, store, policy, clusters, client, app, worker, listeners, work=work, deps=deps,
-                   digests=digests)
+                   digests=digests, home=HomeRefresher(deps, client, home_tabs))
 
 
 def build_app(settings: Settings, client: WebClient, deps: Deps, listeners: ThreadPoolExecutor) -> App:

@@ -1,4 +1,5 @@
-"""`infer-bot check`: the config is valid and every configured dependency answers."""
+"""`infer-bot check`: the config is valid, every configured dependency answers, and per cluster what
+is there and what each missing piece costs (ops/readiness.py). Exit 1 only on what blocks the bot."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from sqlalchemy import text
 from bot.clusters import Clusters
 from bot.config import Config, Settings
 from bot.db.store import make_engine
+from handlers.readiness_blocks import ICON_TEXT
+from ops import readiness
 from ops.errors import OpsError
-from ops.metrics import PromError, probe
 
 
 def run_check(config: Config, settings: Settings) -> int:
@@ -17,6 +19,11 @@ def run_check(config: Config, settings: Settings) -> int:
     def report(name: str, ok: bool, detail: str) -> None:
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
         if not ok:
+            problems.append(name)
+
+    def show(name: str, finding: readiness.Finding) -> None:
+        print(f"{ICON_TEXT[finding.level]} {name}: {finding.text}")
+        if finding.level == "fail":
             problems.append(name)
 
     report("config", True, f"{len(config.clusters)} cluster(s), {len(config.digests)} digest(s)")
@@ -28,25 +35,25 @@ def run_check(config: Config, settings: Settings) -> int:
     except Exception as exc:
         report("database", False, type(exc).__name__)
 
+    # Per cluster, the readiness doctor: what is there and what each missing piece costs. Only an
+    # unreachable cluster or Prometheus (and a binary a configured verb needs) fails the check.
     clusters = Clusters(config)
+    timeout = min(10.0, config.metrics.timeout_seconds)
     for cluster in config.clusters:
         try:
-            report(f"cluster {cluster.name}", True, f"Kubernetes {clusters.get(cluster).ping()}")
+            kube = clusters.get(cluster)
         except OpsError as exc:
             report(f"cluster {cluster.name}", False, exc.message)
-
-    # Each cluster's Prometheus: digests and `/infer metrics` read it; a dead one would only show up
-    # as ":warning: no data" in tomorrow's digest.
-    for cluster in config.clusters:
-        if not cluster.prometheus_url:
-            print(f"skip prometheus {cluster.name}: no `prometheus_url` (digests will say so for this cluster)")
             continue
-        try:
-            version = probe(cluster.prometheus_url, timeout=min(10.0, config.metrics.timeout_seconds))
-            report(f"prometheus {cluster.name}", True, f"Prometheus {version} at {cluster.prometheus_url} answers "
-                   "queries")
-        except PromError as exc:
-            report(f"prometheus {cluster.name}", False, str(exc))
+        found = readiness.check_cluster(kube, cluster.namespace, cluster.prometheus_url, timeout=timeout,
+                                        command=config.slack.command)
+        for finding in found.findings:
+            name = {"Kubernetes": f"cluster {cluster.name}", "Prometheus": f"prometheus {cluster.name}"}.get(
+                finding.piece, cluster.name)
+            show(name, finding)
+    for finding in readiness.binary_findings(helm=settings.helm_bin, terraform=settings.terraform_bin,
+                                             terraform_needed=bool(config.terraform.root)):
+        show(finding.piece, finding)
 
     if settings.slack_bot_token:
         from bot.app import make_client

@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ops.advisor import RULES_BY_ID, THRESHOLD_NAMES
 from ops.cron import parse_crontab
+from ops.errors import OpsError
+from ops.terraform import declared_blocks, declared_variables, first_step, is_address
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 SLACK_PRINCIPAL = r"^[USW][A-Z0-9_]+$"
@@ -98,8 +100,16 @@ class TerraformConfig(_Strict):
     workdir: str = "/var/lib/infer-bot/terraform"
     # Values every workspace gets for the module's variables; a command's `var.<k>=<v>` wins.
     vars: dict[str, Any] = {}
-    # The module variable that receives the cluster name of `provision <cluster>` (ai-on-eks: `name`).
+    # The module variable that receives the cluster name of `provision <cluster>`. Unset: `name` when
+    # the module declares a variable `name` (ai-on-eks does); null: none.
     name_var: str | None = None
+    # -var-file files every plan reads, in order, before the bot's own values (which win): paths
+    # relative to `root` or absolute (ai-on-eks: the solution's blueprint.tfvars).
+    var_files: list[str] = []
+    # Staged runs (ai-on-eks' install.sh / cleanup.sh): `-target` applies in this order, then everything;
+    # destroys in this order, then the rest. Approvers review the full plan either way.
+    apply_targets: list[str] = []
+    destroy_targets: list[str] = []
     # Approvals a provision needs for a cluster not listed under `clusters:` (destroy: always ≥ 2).
     approvals: int = Field(default=1, ge=0, le=5)
     # A saved plan older than this is not applied: the world has moved on, plan again.
@@ -109,6 +119,56 @@ class TerraformConfig(_Strict):
     # The scheduled drift check (bot.runs.infra.check_drift_all): when, and where drift is reported.
     drift_cron: str | None = None
     drift_channel: str | None = Field(default=None, pattern=r"^[CG][A-Z0-9]+$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name_var(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "name_var" not in data and isinstance(data.get("root"), str):
+            try:
+                declared = declared_variables(Path(data["root"]))
+            except OpsError:
+                return data  # no module there (yet): `infer-bot check` and the plan say so
+            if "name" in declared:
+                data = {**data, "name_var": "name"}
+        return data
+
+    def var_file_paths(self) -> list[Path]:
+        """The var files as absolute paths (relative ones are under `root`)."""
+        base = Path(self.root or ".").resolve()
+        return [(base / f).resolve() for f in self.var_files]
+
+    @model_validator(mode="after")
+    def _staging(self) -> TerraformConfig:
+        if (self.var_files or self.apply_targets or self.destroy_targets) and not self.root:
+            raise ValueError("var_files, apply_targets and destroy_targets need `root` (the root module)")
+        for key, targets in (("apply_targets", self.apply_targets), ("destroy_targets", self.destroy_targets)):
+            bad = [t for t in targets if not is_address(t)]
+            if bad:
+                raise ValueError(f"{key}: {', '.join(repr(t) for t in bad)} is not a module or resource address "
+                                 "(e.g. module.vpc, module.eks, aws_iam_role.karpenter)")
+            if len(set(targets)) != len(targets):
+                raise ValueError(f"{key} names a target twice")
+        root = Path(self.root) if self.root else None
+        if root is None or not root.is_dir():
+            return self  # `infer-bot check` and every plan report a missing root module
+        for given, path in zip(self.var_files, self.var_file_paths(), strict=True):
+            if not path.is_file():
+                raise ValueError(f"var_files: {given!r} is not a file (looked for {path}; relative paths are under "
+                                 "`root`)")
+        try:
+            blocks = declared_blocks(root)
+            declared = declared_variables(root)
+        except OpsError as exc:
+            raise ValueError(exc.message) from None
+        for key, targets in (("apply_targets", self.apply_targets), ("destroy_targets", self.destroy_targets)):
+            unknown = [t for t in targets if first_step(t) not in blocks]
+            if unknown:
+                modules = ", ".join(f"module.{n}" for kind, n in sorted(blocks) if kind == "module") or "none"
+                raise ValueError(f"{key}: the root module declares no {', '.join(unknown)} (its modules: {modules})")
+        if self.name_var is not None and self.name_var not in declared:
+            raise ValueError(f"name_var: the root module declares no variable {self.name_var!r}; set one it "
+                             "declares, or null")
+        return self
 
     @model_validator(mode="after")
     def _drift_schedule(self) -> TerraformConfig:

@@ -30,6 +30,7 @@ Console commands:
   :as USER            act as another Slack user id{personas}
   :approve N          click Approve on operation N's card      :reject N REASON   click Reject and give a reason
   :click ACTION VALUE click any button (action id and value as shown in [brackets])
+  :home               open the bot's Home tab (its buttons: :home-click ACTION VALUE)
   :wait               wait until the bot is idle                :quit              leave
 """
 
@@ -115,6 +116,9 @@ class Console:
             names = ", ".join(f.get("title") or f.get("id", "") for f in _files(p))
             where = f"thread of {p['thread_ts']}" if p.get("thread_ts") else f"#{p.get('channel_id')}"
             self._print(f"[↳ {where}] (file: {names})")
+        elif call.method == "views.publish" and call.ok:
+            user = p.get("user_id", "")
+            self._print(f"[Home tab of {user}]\n{render_blocks((p.get('view') or {}).get('blocks') or [])}")
         elif call.method == "views.open":
             title = (p.get("view") or {}).get("title", {}).get("text", "")
             self._print(f"[form opened: {title}]")
@@ -163,6 +167,12 @@ class Console:
             self._dispatch(body, headers)
         elif verb == ":click" and len(args) == 2:
             self.click(args[0], args[1])
+        elif verb == ":home":
+            body, headers = self.requests.app_home_opened(user_id=self.user)
+            self._dispatch(body, headers)
+        elif verb == ":home-click" and len(args) == 2:
+            body, headers = self.requests.home_action(args[0], args[1], user_id=self.user)
+            self._dispatch(body, headers)
         elif verb == ":wait":
             self.wait(timeout=120)
         else:
@@ -257,6 +267,7 @@ def run_console(config: Config | None, settings: Settings, *, sandbox: bool, use
                                                 "infer_bot_database_url": database_url})
             runtime = build_runtime(config, local, client=make_client(local))
             runtime.worker.start()
+            runtime.start_home()
             console = Console(runtime, slack, SlackRequests(secret, response_slack=slack), user=user,
                               channel=channel, out=out)
             if sandbox:

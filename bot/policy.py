@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.config import ClusterConfig, Config, Role
@@ -15,9 +15,15 @@ log = logging.getLogger(__name__)
 RANK: dict[str, int] = {"viewer": 0, "operator": 1, "approver": 2, "admin": 3}
 # Kinds of change that always need two approvers, whatever the cluster says.
 TWO_PERSON_KINDS = frozenset({"destroy"})
-# Kinds whose approvers must include an admin, who approves first: "an admin has approved" only
-# ever becomes true, so checking it before an approval is recorded cannot race with another click.
-ADMIN_FIRST_KINDS = frozenset({"destroy"})
+# Kinds whose approvers must include an admin. The approvals come in any order: approvers who are
+# not admins fill at most N−1 of the N slots, so the approval still missing is always an admin's.
+# The store enforces it inside the approval's transaction (bot/db/store.py, Store.approve).
+ADMIN_KINDS = frozenset({"destroy"})
+
+
+def needs_admin(kind: str) -> bool:
+    """Whether an operation of `kind` needs an admin among its approvers."""
+    return kind in ADMIN_KINDS
 
 
 @dataclass(frozen=True)
@@ -91,11 +97,5 @@ class Policy:
             return max(2, cluster.approvals)
         return cluster.approvals
 
-    def approval_refusal(self, user: str, kind: str, approvers: Sequence[str]) -> str:
-        """Why `user` may not approve an operation of `kind` now, given who already did ('' if they may)."""
-        if kind not in ADMIN_FIRST_KINDS or self.role_of(user) == "admin":
-            return ""
-        if any(self.role_of(a) == "admin" for a in approvers):
-            return ""
-        return (f"a `{kind}` needs an admin among its approvers, and the admin approves first; "
-                "your approval counts once an admin has given theirs.")
+    def is_admin(self, user: str) -> bool:
+        return self.role_of(user) == "admin"

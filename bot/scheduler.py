@@ -138,6 +138,10 @@ class DigestScheduler:
         """Another scheduled task (e.g. a drift check) on the same scheduler, same cron rules."""
         self._scheduler.add_job(fn, make_trigger(cron, timezone), id=job_id, replace_existing=True)
 
+    def add_interval(self, job_id: str, seconds: float, fn: Callable[[], Any]) -> None:
+        """A task every `seconds` on the same scheduler (e.g. looking for due replica-schedule runs)."""
+        self._scheduler.add_job(fn, IntervalTrigger(seconds=seconds, timezone=UTC), id=job_id, replace_existing=True)
+
     # ---- schedules ---------------------------------------------------------------------------------
 
     @property

@@ -6,7 +6,7 @@ bug fails here and in the tests instead of as `invalid_blocks` in front of a use
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -38,6 +38,7 @@ class Operation(Protocol):
     channel_id: str
     card_ts: str | None
     approvals_needed: int
+    admin_needed: bool  # one of the approvals must be an admin's
     created_at: datetime
     expires_at: datetime
     decided_by: str | None
@@ -155,14 +156,31 @@ def status_message(cluster: str, namespace: str, deployments: Sequence[Deploymen
 # ---- the approval card -------------------------------------------------------------------------
 
 
-def _decision_line(op: Operation, approvers: Sequence[str]) -> str:
+def admin_missing(op: Operation, admins: Collection[str]) -> bool:
+    """The operation needs an admin's approval and none has come yet."""
+    return bool(op.admin_needed) and not admins
+
+
+def _waiting(op: Operation, approvers: Sequence[str], admins: Collection[str]) -> str:
+    more = max(op.approvals_needed - len(approvers), 0)
+    if not admin_missing(op, admins):
+        return f"Waiting for {more} more approval(s)"
+    # Approvers who are not admins fill at most N−1 slots, so the admin's is always among the missing.
+    more = max(more, 1)
+    whose = "from an admin" if more == 1 else "one of them from an admin"
+    return f"Waiting for {more} more approval(s), {whose}"
+
+
+def _decision_line(op: Operation, approvers: Sequence[str], admins: Collection[str]) -> str:
     status = op.status
     icon = STATE_ICON.get(status, "")
+    if status == "pending_approval" and op.approvals_needed == 0:
+        return f"{icon} No approval needed: it starts as soon as a worker is free"
     if status == "pending_approval":
         who = ", ".join(f"<@{u}>" for u in approvers)
         got = f" (approved by {who})" if who else ""
-        return (f"{icon} Waiting for {op.approvals_needed - len(approvers)} more approval(s){got} · "
-                f"expires {_when(op.expires_at)}")
+        return f"{icon} {_waiting(op, approvers, admins)}{got} · expires {_when(op.expires_at)}"
+
     if status == "rejected":
         return f"{icon} Rejected by <@{op.decided_by}> at {_when(op.decided_at)}: {escape(op.reason or '')}"
     if status == "expired":
@@ -178,28 +196,40 @@ def _decision_line(op: Operation, approvers: Sequence[str]) -> str:
     return line
 
 
-def approval_card(op: Operation, approvers: Sequence[str], *, sandbox: bool = False) -> Message:
+def approval_card(op: Operation, approvers: Sequence[str], *, admins: Collection[str] = (),
+                  sandbox: bool = False) -> Message:
+    """`admins`: the approvers who approved as admins (they count for an operation that needs one)."""
     plan = op.plan or {}
     title = f"{op.kind.capitalize()} {op.target} on {op.cluster}"
+    count = f"{len(approvers)} of {op.approvals_needed}"
+    if op.status == "pending_approval" and admin_missing(op, admins):
+        count += " · needs an admin's approval"
+    elif op.admin_needed and admins:
+        count += f" · admin: {', '.join(f'<@{u}>' for u in admins)}"
     fields = [
         _md(f"*Cluster*\n{op.cluster}"),
         _md(f"*Namespace*\n{op.namespace}"),
         _md(f"*Object*\n`{plan.get('object', op.target)}`"),
         _md(f"*Change*\n{plan.get('change', '')}"),
         _md(f"*Requested by*\n<@{op.requested_by}>"),
-        _md(f"*Approvals*\n{len(approvers)} of {op.approvals_needed}"),
+        _md(f"*Approvals*\n{count if op.approvals_needed else 'none needed'}"),
     ]
     blocks: list[Block] = [HeaderBlock(text=_clip(title, 150)), SectionBlock(fields=fields)]
     if plan.get("details"):
         blocks.append(SectionBlock(text=_md(plan["details"])))
-    blocks.append(ContextBlock(elements=[_md(f"Operation #{op.id} · {_decision_line(op, approvers)}")]))
-    if op.status == "pending_approval":
-        blocks.append(ActionsBlock(block_id=f"decide-{op.id}", elements=[
-            ButtonElement(text="Approve", action_id="op_approve", value=str(op.id), style="primary"),
-            ButtonElement(text="Reject", action_id="op_reject", value=str(op.id), style="danger"),
-        ]))
+    blocks.append(ContextBlock(elements=[_md(f"Operation #{op.id} · {_decision_line(op, approvers, admins)}")]))
+    if op.status == "pending_approval" and op.approvals_needed > 0:  # nothing to decide otherwise
+        blocks.append(decision_buttons(op))
     text = f"{STATE_ICON.get(op.status, '')} {title}: {plan.get('change', '')} (#{op.id}, {op.status})"
     return _render(text, blocks, sandbox)
+
+
+def decision_buttons(op: Operation) -> ActionsBlock:
+    """Approve / Reject, on the card and on the Home tab alike (handlers/decisions.py answers both)."""
+    return ActionsBlock(block_id=f"decide-{op.id}", elements=[
+        ButtonElement(text="Approve", action_id="op_approve", value=str(op.id), style="primary"),
+        ButtonElement(text="Reject", action_id="op_reject", value=str(op.id), style="danger"),
+    ])
 
 
 def reject_modal(op: Operation) -> dict[str, Any]:
@@ -217,12 +247,16 @@ def reject_modal(op: Operation) -> dict[str, Any]:
 # ---- lists -------------------------------------------------------------------------------------
 
 
+def operation_line(op: Operation) -> str:
+    """One operation in a list (`ops`, `approvals`, the Home tab's recent operations)."""
+    return (f"{STATE_ICON.get(op.status, '')} *#{op.id}* {op.kind} `{op.target}` on {op.cluster} · "
+            f"{(op.plan or {}).get('change', '')} · {op.status} · by <@{op.requested_by}> · {_when(op.created_at)}")
+
+
 def operations_message(title: str, ops: Sequence[Operation], *, empty: str, sandbox: bool = False) -> Message:
     if not ops:
         return note(empty, sandbox=sandbox)
-    lines = [f"{STATE_ICON.get(op.status, '')} *#{op.id}* {op.kind} `{op.target}` on {op.cluster} · "
-             f"{(op.plan or {}).get('change', '')} · {op.status} · by <@{op.requested_by}> · "
-             f"{_when(op.created_at)}" for op in ops]
+    lines = [operation_line(op) for op in ops]
     return _render(title, [HeaderBlock(text=title), SectionBlock(text=_md("\n".join(lines)))], sandbox)
 
 

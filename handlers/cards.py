@@ -32,7 +32,7 @@ def post_card(client: WebClient, store: Store, op: Operation, *, sandbox: bool) 
 
     Never retried: a post whose answer was lost may still have landed (see bot/app.py).
     """
-    msg = blocks.approval_card(op, store.approvers(op.id), sandbox=sandbox)
+    msg = blocks.approval_card(op, store.approvers(op.id), admins=store.admin_approvers(op.id), sandbox=sandbox)
     resp = client.chat_postMessage(channel=op.channel_id, text=msg.text, blocks=msg.blocks)
     ts = str(resp["ts"])
     store.set_card(op.id, ts)
@@ -67,9 +67,10 @@ def refresh_card(client: WebClient, store: Store, op_id: int, *, sandbox: bool) 
     # update (say, the worker's "succeeded") has replaced meanwhile.
     for attempt in range(3):
         op = store.get(op_id)
-        if op is None or not op.card_ts:
+        # An operation that reports in another's thread (a schedule's run) has no card of its own.
+        if op is None or not op.card_ts or (op.plan or {}).get("in_thread"):
             return
-        msg = blocks.approval_card(op, store.approvers(op_id), sandbox=sandbox)
+        msg = blocks.approval_card(op, store.approvers(op_id), admins=store.admin_approvers(op_id), sandbox=sandbox)
         try:
             client.chat_update(channel=op.channel_id, ts=op.card_ts, text=msg.text, blocks=msg.blocks)
             return

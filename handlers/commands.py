@@ -9,7 +9,7 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from handlers import blocks, deploy, history, info, infra, models, scale
+from handlers import blocks, deploy, history, info, infra, models, scale, schedules
 from handlers import digest as digests
 from handlers.base import Invocation, Refusal
 from handlers.counters import COMMANDS
@@ -41,6 +41,8 @@ HANDLERS: dict[str, Handler] = {
     "drift": infra.drift,
     "digest": digests.digest,
     "metrics": digests.metrics,
+    "schedule": schedules.schedule,
+    "unschedule": schedules.unschedule,
 }
 
 

@@ -24,6 +24,9 @@ OUTCOME_TEXT = {
     "recorded": "Your approval of #{id} is recorded; it needs {more} more.",
     "already": "You already approved #{id}.",
     "self": "You asked for #{id}, so someone else has to approve it.",
+    "needs_admin": "#{id} needs an admin's approval: a {kind} needs {needed} approvals from different people, one "
+                   "of them an admin's, and the others are in already. Your approval was not counted; ask an admin "
+                   "to approve.",
     "not_pending": "#{id} is already {status}; nothing changed.",
     "expired": "#{id} expired before it was approved; nothing changed. Run the command again.",
     "not_found": "that button does not name an operation I know.",
@@ -71,6 +74,8 @@ def _click(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, Any]
         op = deps.store.get(_op_id(action.get("value")))
         if op is None:
             raise ClickRefused("that button does not name an operation I know.")
+        if not channel and (body.get("view") or {}).get("type") == "home":
+            channel = op.channel_id  # a Home tab click has no channel: it decides where the card is
         if op.channel_id != channel:
             raise ClickRefused(f"operation #{op.id} belongs to another channel; decide it there.")
         decision = deps.policy.check(user, channel, deps.config.cluster(op.cluster), "approver", verb)
@@ -88,11 +93,9 @@ def on_approve(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, 
     if click is None:
         return
     deps, user, op = click.deps, click.user, click.op
-    refusal = deps.policy.approval_refusal(user, op.kind, deps.store.approvers(op.id))
-    if refusal:
-        _refused(deps, client, user, click.channel, "approve", refusal)
-        return
-    result = deps.store.approve(op.id, user)
+    # The role is read now and stored with the approval; the store decides, under the operation's row
+    # lock, whether it still counts (an operation that needs an admin keeps the last slot for one).
+    result = deps.store.approve(op.id, user, admin=deps.policy.is_admin(user))
     outcome = result.outcome.value
     ACTIONS.labels(action="approve", outcome=outcome).inc()
     if outcome == "approved":
@@ -106,9 +109,12 @@ def on_approve(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, 
     if outcome == "approved":
         return
     current = result.operation or op
-    _tell(client, click.channel, user, OUTCOME_TEXT[outcome].format(
-        id=op.id, more=max(0, op.approvals_needed - result.approvals),
-        status=str(current.status).replace("_", " ")))
+    more = max(0, op.approvals_needed - result.approvals)
+    text = OUTCOME_TEXT[outcome].format(id=op.id, more=more, status=str(current.status).replace("_", " "),
+                                        kind=op.kind, needed=op.approvals_needed)
+    if outcome == "recorded" and current.admin_needed and not deps.store.admin_approvers(op.id):
+        text = text[:-1] + (", from an admin." if more <= 1 else ", one of them from an admin.")
+    _tell(client, click.channel, user, (":no_entry: " if outcome == "needs_admin" else "") + text)
 
 
 def on_reject(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, Any],

@@ -3,8 +3,9 @@
 Everything a user can get wrong is refused here, before any card: an unknown preset, a `set.` key
 outside the allow-list, a model that does not fit its instance (with the numbers and the smallest
 instance that fits), a custom resource whose operator is missing, a name taken by an object the bot
-does not own. The card then shows the fit estimate, the hourly cost and what will be created or
-changed; the worker (bot/runs/releases.py) applies exactly the objects rendered here.
+does not own, a shared ConfigMap (ops/releases/shared.py) another release uses with other content.
+The card then shows the fit estimate, the hourly cost and what will be created or changed; the
+worker (bot/runs/releases.py) applies exactly the objects rendered here.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from handlers.parse import Command
 from ops import catalog, fit, inference, lock_keys, releases
 from ops.errors import OpsError
 from ops.helm import ChartSource, Helm
-from ops.releases import MissingApi, ObjectRef, ReleaseApi
+from ops.releases import MissingApi, ObjectRef, ReleaseApi, shared
 
 
 def _chart(config: Config) -> tuple[ChartSource, Helm, tuple[str, ...]]:
@@ -92,16 +93,25 @@ def deploy(cmd: Command, inv: Invocation) -> Operation:
     values = releases.release_values(preset.values, name=name, namespace=namespace, replicas=replicas,
                                      instance=instance, sets=sets)
     rendered = helm.template(source, name, namespace, values)
-    objects = releases.stamp(rendered, release=name, revision=0, namespace=namespace, preset=preset.id)
     api = ReleaseApi(inv.deps.clusters.get(cluster))
+    # A re-deploy keeps the release's autoscaler, and leaves the replicas it owns alone.
+    scalers = releases.autoscalers(api, namespace, name)
+    objects = releases.stamp(releases.without_replicas_under_autoscaler([*rendered, *scalers]), release=name,
+                             revision=0, namespace=namespace, preset=preset.id)
     try:
         releases.check_apis(api, objects)
     except MissingApi as exc:
         raise Refusal(f"`{preset.id}` ({preset.framework}) cannot be deployed on `{cluster.name}`: {exc.message}",
                       cluster=cluster.name) from None
-    owned = releases.owned_objects(api, namespace, name)
+    owned = releases.owned_objects(api, namespace, name, [*_stored_kinds(inv, cluster.name, namespace, name),
+                                                          *releases.kinds_of(objects)])
     changes = releases.plan(api, objects, previous=owned)
     _refuse_foreign(api, changes, owned, name, cluster.name)
+    conflicts = shared.conflicts(api, objects, name)
+    if conflicts:
+        raise Refusal("\n".join(c.text() for c in conflicts) + f"\n`{name}` would change it under them: deploy "
+                      "with the same chart and settings as they did, or into another `namespace=`. Nothing was "
+                      "changed.", cluster=cluster.name)
 
     workload = next((o for o in objects if o["kind"] in releases.WORKLOAD_KINDS), objects[0])
     copies = replicas if replicas is not None else _preset_replicas(preset)
@@ -114,6 +124,9 @@ def deploy(cmd: Command, inv: Invocation) -> Operation:
     lines += [f"• {c.line}" for c in changes]
     if sets:
         lines.append("*Set:* " + ", ".join(f"`{k}={v}`" for k, v in sets.items()))
+    if scalers:
+        lines.append(f"*Replicas:* owned by `{scalers[0]['kind']}/{name}`; the deploy leaves them as they are"
+                     + (f" (`replicas={replicas}` is not applied)" if replicas is not None else "") + ".")
     lines += _missing_secrets(api, objects, namespace, inv.deps.command)
     return _propose(inv, cluster, "deploy", namespace, name, params={
         "preset": preset.id, "objects": [_without_revision(o) for o in objects], "values": values,
@@ -159,6 +172,8 @@ def _refuse_foreign(api: ReleaseApi, changes: list[releases.Change], owned: list
     """An existing object of that name that is not this release's: taking it over would break whoever owns it."""
     ours = set(owned)
     for change in changes:
+        if releases.is_shared(change.ref):
+            continue  # every release of the framework uses it: ops/releases/shared.py decides
         if change.action != "create" and change.action != "delete" and change.ref not in ours:
             raise Refusal(f"`{change.ref.key}` already exists in `{change.ref.namespace}` and was not deployed by "
                           f"me (no `{releases.RELEASE_LABEL}={name}` label). Choose another `name=`; nothing "
@@ -194,14 +209,38 @@ def _existing(cmd: Command, inv: Invocation, verb: str) -> tuple[Any, str, relea
     return cluster, namespace, found[0], api
 
 
+def _stored_kinds(inv: Invocation, cluster: str, namespace: str, name: str) -> list[tuple[str, str]]:
+    """Kinds the release's stored revisions rendered: its objects may be of any of them."""
+    history = inv.deps.releases
+    return history.kinds(cluster, namespace, name) if history is not None else []
+
+
 def undeploy(cmd: Command, inv: Invocation) -> Operation:
     cluster, namespace, release, api = _existing(cmd, inv, "undeploy")
-    owned = releases.owned_objects(api, namespace, release.name)
+    owned = releases.owned_objects(api, namespace, release.name,
+                                   _stored_kinds(inv, cluster.name, namespace, release.name))
+    details = "*Deletes:* " + ", ".join(f"`{r.key}`" for r in sorted(owned))
+    uses = _shared_in_use(api, namespace, release.name)
+    if uses:
+        details += "\n*Shared:* " + "; ".join(uses)
     return _propose(inv, cluster, "undeploy", namespace, release.name, params={}, plan={
         "object": f"{release.kind}/{release.name}",
         "change": f"delete {len(owned)} object(s) of `{release.name}` (revision {release.revision})",
-        "details": "*Deletes:* " + ", ".join(f"`{r.key}`" for r in sorted(owned)),
+        "details": details,
     })
+
+
+def _shared_in_use(api: ReleaseApi, namespace: str, name: str) -> list[str]:
+    """What undeploy will do with each shared object the release uses: keep it for the others, or delete it."""
+    out = []
+    for ref in (ObjectRef("v1", "ConfigMap", namespace, n) for n in sorted(releases.SHARED_CONFIGMAPS)):
+        live = api.get(ref)
+        if live is None or name not in shared.users(live):
+            continue
+        others = sorted(shared.users(live) - {name})
+        out.append(f"`{ref.key}` is kept, still used by {', '.join(f'`{o}`' for o in others)}" if others
+                   else f"`{ref.key}` is deleted (no other release uses it)")
+    return out
 
 
 def rollback(cmd: Command, inv: Invocation) -> Operation:
@@ -224,7 +263,8 @@ def rollback(cmd: Command, inv: Invocation) -> Operation:
                           "Nothing was changed.", cmd.usage, cluster=cluster.name)
         wanted, manifests = found
         target = f"revision {wanted}"
-        changes = releases.plan(api, manifests, previous=releases.owned_objects(api, namespace, release.name))
+        kinds = _stored_kinds(inv, cluster.name, namespace, release.name)
+        changes = releases.plan(api, manifests, previous=releases.owned_objects(api, namespace, release.name, kinds))
         details = [f"*Objects* (back to revision {wanted}):", *(f"• {c.line}" for c in changes)]
     return _propose(inv, cluster, "rollback", namespace, release.name, params={
         "revision": wanted, "startup_seconds": 600,

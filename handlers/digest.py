@@ -21,7 +21,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from handlers import blocks, digest_blocks, scale
+from handlers import blocks, digest_blocks, scale, schedules
 from handlers.base import Invocation, Refusal
 from handlers.counters import ACTIONS
 from handlers.deps import Deps, DigestRows
@@ -181,7 +181,8 @@ def post_digest(client: WebClient, deps: Deps, channel: str, clusters: Sequence[
     built = _Built(digest, deps) if digest is not None else _shared_build(deps, clusters)
     d = built.digest
     apply_ids = store_suggestions(_rows(deps), channel, post_id, d.suggestions, built.commands())
-    render = digest_blocks.render_digest(d, apply_ids, sandbox=deps.config.sandbox, layout=layout)
+    render = digest_blocks.render_digest(d, apply_ids, sandbox=deps.config.sandbox, layout=layout,
+                                         schedules=schedules.digest_lines(deps, clusters))
     with deps.pacer.slot(channel):
         resp = client.chat_postMessage(channel=channel, text=render.main.text, blocks=render.main.blocks)
     ts = str(resp["ts"])

@@ -178,7 +178,10 @@ def deployment_lines(r: DeploymentReport) -> list[str]:
         part.append(f"KV {pct(100 * m.kv_mean, 0)} mean / {pct(100 * (m.kv_max or 0), 0)} max")
     if m.preemptions:
         part.append(f"{m.preemptions:.0f} preemptions")
-    if m.abort_share:
+    if m.error_share:  # engine errors (vLLM ≥ 0.11) fail requests as aborts do: say both, and the total
+        part.append(f"{pct(100 * (m.failed_share or 0))} failed ({pct(100 * (m.abort_share or 0))} aborted, "
+                    f"{pct(100 * m.error_share)} errors)")
+    elif m.abort_share:
         part.append(f"{pct(100 * m.abort_share)} aborted")
     if part:
         lines.append(" · ".join(part))
@@ -268,8 +271,10 @@ class _Budget:
 
 
 def render_digest(d: Digest, apply_ids: Mapping[str, int], *, sandbox: bool = False,
-                  title: str = "Inference digest", layout: Layout = Layout()) -> DigestRender:
-    """apply_ids: suggestion key → stored suggestion id (the Apply button's value)."""
+                  title: str = "Inference digest", layout: Layout = Layout(),
+                  schedules: Sequence[str] = ()) -> DigestRender:
+    """apply_ids: suggestion key → stored suggestion id (the Apply button's value); schedules: one line
+    per workload with replica schedules (handlers/schedule_blocks.digest_lines)."""
     blocks: list[Block] = []
     if sandbox:
         blocks.append(ContextBlock(elements=[_md(SANDBOX_LABEL)]))
@@ -295,6 +300,11 @@ def render_digest(d: Digest, apply_ids: Mapping[str, int], *, sandbox: bool = Fa
         note = ContextBlock(elements=[_md(f"…and {len(rest_reports)} more deployments {where}.")])
         budget.take(note)
         blocks.append(note)
+    if schedules:  # a short list; what does not fit in one section is left to `/infer schedule list`
+        text = "\n".join([f"*Replica schedules* ({len(schedules)} workload{'s' if len(schedules) > 1 else ''})",
+                          *schedules[:10]])
+        if budget.take(section := SectionBlock(text=_md(text)), reserve=2):
+            blocks.append(section)
     shown_suggestions = 0
     if suggestions:
         header = HeaderBlock(text=f"Suggestions ({len(suggestions)})")
@@ -347,6 +357,7 @@ def _chunks(title: str, sections: Sequence[SectionBlock], sandbox: bool, per_mes
 CSV_COLUMNS = ("cluster", "namespace", "name", "instance_type", "devices", "cost_per_day", "idle_cost_per_day",
                "util_mean", "util_p95", "idle_share", "rps_mean", "e2e_p50", "e2e_p95", "e2e_p99", "ttft_p95",
                "tpot_mean", "queue_mean", "queue_max", "kv_mean", "kv_max", "preemptions", "abort_share",
+               "error_share", "failed_share",
                "replicas_desired", "replicas_available", "restarts", "startup_seconds", "suggestions")
 
 

@@ -228,6 +228,18 @@ def _check_autoscale(args: tuple[str, ...], options: Mapping[str, str]) -> None:
         raise Invalid(f"min={options['min']} is greater than max={options['max']}")
 
 
+def _check_schedule(args: tuple[str, ...], options: Mapping[str, str]) -> None:
+    # `schedule list` and `schedule <name> replicas= cron=` share the verb; cluster= is not in options.
+    if args and args[0] == "list":
+        if options:
+            raise Invalid(f"`schedule list` takes only `cluster=`, not {', '.join(f'`{k}=`' for k in options)}")
+        return
+    missing = [f"`{key}=`" for key in ("replicas", "cron") if key not in options]
+    if missing:
+        raise Invalid(f"missing required option{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                      '(e.g. replicas=0 cron="0 20 * * 1-5")')
+
+
 # --- message helpers ----------------------------------------------------------------------------
 
 
@@ -314,7 +326,10 @@ VERBS: Final[dict[str, VerbSpec]] = {
             "help", "[verb]", "list the verbs, or show one verb's usage", "viewer",
             args=(Arg("verb", _VERB, required=False),),
         ),
-        _verb("clusters", "", "list the configured clusters", "viewer"),
+        _verb(
+            "clusters", "[cluster]", "list the clusters, or check what one has and lacks", "viewer",
+            args=(Arg("cluster", _CLUSTER_NAME, required=False),),
+        ),
         _verb("models", "", "list the model presets that can be deployed", "viewer"),
         _verb(
             "status", "[name] [namespace=]", "show the deployments, or one of them in detail", "viewer",
@@ -387,6 +402,23 @@ VERBS: Final[dict[str, VerbSpec]] = {
             "post the efficiency digest now, or manage this channel's schedule", "operator",
             args=(Arg("action", _DIGEST_ACTION), Arg("cron", _CRON, rest="words", when="subscribe")),
             options=(Option("tz", _TZ, when="subscribe"), Option("sort", _DIGEST_SORT, when="now")),
+        ),
+        _verb(
+            "schedule", '<name> replicas=<n> cron="<cron>" [tz=<zone>] [until=<date>] [namespace=] | list',
+            "scale a deployment on a cron schedule (approved once), or list schedules", "operator",
+            args=(_RELEASE_ARG,),
+            options=(
+                Option("replicas", _REPLICAS),
+                Option("cron", _CRON),
+                Option("tz", _TZ),
+                Option("until", Value(Kind.TEXT, "until", hint="a date such as 2027-03-31")),
+                _NAMESPACE_OPTION,
+            ),
+            check=_check_schedule,
+        ),
+        _verb(
+            "unschedule", "<id>", "remove a replica schedule (`schedule list` shows the ids)", "operator",
+            args=(Arg("id", Value(Kind.INTEGER, "schedule id", low=1)),),
         ),
         _verb("approvals", "", "list the changes waiting for approval", "viewer"),
         _verb("ops", "", "list running and recent operations", "viewer"),

@@ -1,18 +1,22 @@
-"""Read-only verbs about clusters and what runs on them: `clusters`, `status`."""
+"""Read-only verbs about clusters and what runs on them: `clusters [cluster]`, `status`."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from handlers import blocks, infra_blocks, release_blocks
+from handlers import blocks, infra_blocks, readiness_blocks, release_blocks
 from handlers.base import Invocation
 from handlers.deps import ClusterConfig
 from handlers.parse import Command
-from ops import releases
+from ops import readiness, releases
 from ops.errors import OpsError
+from ops.kube import DeploymentInfo, KubeCluster
 
 
 def clusters(cmd: Command, inv: Invocation) -> None:
+    if cmd.cluster is not None:
+        cluster_readiness(cmd, inv)
+        return
     inv.authorize(None, "viewer", "clusters")
     configured = list(inv.deps.config.clusters)
     # Clusters the bot provisioned: reachable ones are pinged like configured ones.
@@ -40,21 +44,37 @@ def clusters(cmd: Command, inv: Invocation) -> None:
     inv.reply(blocks.clusters_message(rows, sandbox=inv.sandbox))
 
 
+def cluster_readiness(cmd: Command, inv: Invocation) -> None:
+    """`clusters <name>`: what the cluster has, and what each missing piece costs."""
+    cluster = inv.cluster_for(cmd)
+    inv.authorize(cluster, "viewer", "clusters")
+    timeout = min(10.0, float(inv.deps.config.metrics.timeout_seconds))
+    found = readiness.check_cluster(inv.deps.clusters.get(cluster), cluster.namespace, cluster.prometheus_url,
+                                    timeout=timeout, command=inv.deps.command)
+    # The binaries are this bot process's: what deploy and provision would run, wherever the cluster is.
+    tools = readiness.binary_findings(terraform_needed=bool(inv.deps.config.terraform.root))
+    inv.reply(readiness_blocks.readiness_message(found, tools, sandbox=inv.sandbox))
+
+
 def status(cmd: Command, inv: Invocation) -> None:
     cluster = inv.cluster_for(cmd)
     inv.authorize(cluster, "viewer", "status")
     namespace = cmd.options.get("namespace") or cluster.namespace
-    kube = inv.deps.clusters.get(cluster)
     name = cmd.args[0] if cmd.args else None
-    # Releases the bot deployed come first, with revision and endpoint; other Deployments follow.
-    found = releases.releases(releases.ReleaseApi(kube), namespace, name)
-    if name and found:
-        others = []
-    else:
-        deployments = [kube.get_deployment(name, namespace)] if name else kube.list_deployments(namespace)
-        ours = {(r.name, r.kind) for r in found}
-        others = [d for d in deployments if (d.name, "Deployment") not in ours]
+    found, others = read_status(inv.deps.clusters.get(cluster), namespace, name)
     if not found:
         inv.reply(blocks.status_message(cluster.name, namespace, others, sandbox=inv.sandbox))
         return
     inv.reply(release_blocks.status_message(cluster.name, namespace, found, others, sandbox=inv.sandbox))
+
+
+def read_status(kube: KubeCluster, namespace: str, name: str | None = None,
+                ) -> tuple[list[releases.ReleaseInfo], list[DeploymentInfo]]:
+    """What `status` shows (and the Home tab's fleet): the bot's releases, then other Deployments."""
+    # Releases the bot deployed come first, with revision and endpoint; other Deployments follow.
+    found = releases.releases(releases.ReleaseApi(kube), namespace, name)
+    if name and found:
+        return found, []
+    deployments = [kube.get_deployment(name, namespace)] if name else kube.list_deployments(namespace)
+    ours = {(r.name, r.kind) for r in found}
+    return found, [d for d in deployments if (d.name, "Deployment") not in ours]

@@ -114,16 +114,19 @@ def plan_request(verb: str, cluster: str, shown: Mapping[str, str]) -> dict[str,
 
 
 def plan_card(verb: str, cluster: str, summary: PlanSummary, shown: Mapping[str, str], *, approvals_needed: int,
-              waiting: Sequence[int], command: str) -> dict[str, Any]:
+              waiting: Sequence[int], command: str, targets: Sequence[str] = (),
+              releases: Sequence[str] = ()) -> dict[str, Any]:
     """The `plan` fields of a provision/destroy card: counts, addresses (collapsed), warnings."""
     head: list[str] = []
     if verb == "destroy":
         change = f":rotating_light: *DESTROY {summary.destroy} resource(s)* of `{cluster}`"
         head.append(f":rotating_light: *This destroys `{escape(cluster)}` and everything on it: "
                     f"{summary.destroy} resource(s).* It needs {approvals_needed} approvals from different people, "
-                    "one of them an admin's; the admin approves first.")
+                    "one of them an admin's, in any order.")
     else:
         change = summary.headline()
+    if releases:
+        head.append(f"First the bot's releases on it are removed (undeployed): {_addresses(list(releases))}.")
     if summary.drifted:
         head.append(":warning: Changed outside Terraform since the last run: " + _addresses(summary.drifted))
     if summary.outputs:
@@ -136,6 +139,12 @@ def plan_card(verb: str, cluster: str, summary: PlanSummary, shown: Mapping[str,
                     f"applied first makes the other stale, and it will be refused.")
     tail = f"Approving applies exactly this saved plan. If the workspace changes first, it is refused: " \
            f"then `{command} {verb} {cluster}` plans again."
+    if targets:
+        steps = ", then ".join(f"`-target={escape(t)}`" for t in targets)
+        tail = (f"Approving {'destroys' if verb == 'destroy' else 'applies'} this plan in stages: {steps}, then "
+                f"{'the rest' if verb == 'destroy' else 'everything'}. Each stage is planned just before it runs and "
+                "runs only if its changes are in this plan (same addresses, same actions); otherwise the run stops, "
+                "shows the difference and asks for a new approval.")
     budget = DETAILS_BUDGET - sum(len(x) + 1 for x in head) - len(tail) - 2
     listing = _listing(summary, LISTED_PER_ACTION)
     per_action = LISTED_PER_ACTION
@@ -170,6 +179,16 @@ def apply_counts(tracker: ApplyTracker) -> str:
     if c:
         return f"{c.get('add', 0)} added, {c.get('change', 0)} changed, {c.get('remove', 0)} destroyed"
     return f"{tracker.done} of {tracker.total} resources done"
+
+
+def total_counts(trackers: Sequence[ApplyTracker]) -> str:
+    """apply_counts over the applies of one run (a staged run has several)."""
+    if len(trackers) == 1:
+        return apply_counts(trackers[0])
+    if not all(t.counts for t in trackers):
+        return f"{sum(t.done for t in trackers)} of {sum(t.total for t in trackers)} resources done"
+    add, change, remove = (sum(t.counts.get(k, 0) for t in trackers) for k in ("add", "change", "remove"))
+    return f"{add} added, {change} changed, {remove} destroyed"
 
 
 def apply_progress(verb: str, tracker: ApplyTracker, *, final: bool = False, ok: bool = True) -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from handlers import commands, decisions, deploy, digest, infra
+from handlers import commands, decisions, deploy, digest, home, infra
 
 
 def register(app: App, command: str) -> None:
-    """Attach the slash command, the card buttons and the modals to `app`."""
+    """Attach the slash command, the card buttons, the modals and the App Home to `app`."""
     app.command(command)(commands.on_command)
     app.action("op_approve")(decisions.on_approve)
     app.action("op_reject")(decisions.on_reject)
@@ -16,3 +16,4 @@ def register(app: App, command: str) -> None:
     app.action("drift_fix")(infra.on_drift_fix)
     app.view(deploy.SECRET_CALLBACK)(deploy.on_secret_submit)
     app.action("suggestion_apply")(digest.on_apply)
+    app.event("app_home_opened")(home.on_app_home_opened)

@@ -16,24 +16,32 @@ def status_message(cluster: str, namespace: str, found: Sequence[ReleaseInfo], o
     """Releases the bot deployed (revision, ready/desired, age, endpoint), then other Deployments."""
     title = f"Deployments in {cluster}/{namespace}"
     blocks: list[Block] = [HeaderBlock(text=_clip(title, 150))]
-    lines = []
-    for r in found:
-        icon = ":large_green_circle:" if r.ready >= r.desired > 0 else ":large_yellow_circle:"
-        scaler = f" · autoscale {r.autoscaler}" if r.autoscaler else ""
-        preset = f" · `{r.preset}`" if r.preset else ""
-        lines.append(f"{icon} *{r.name}* rev {r.revision} · {r.ready}/{r.desired} ready · age {age(r.created)}"
-                     f"{preset}{scaler} · {r.kind} · {r.endpoint}")
+    lines = [release_line(r) for r in found]
     for start in range(0, len(lines), 15):
         blocks.append(SectionBlock(text=_md("\n".join(lines[start:start + 15]))))
     if others:
-        other_lines = [f"{':large_green_circle:' if d.available >= d.replicas else ':large_yellow_circle:'} "
-                       f"*{d.name}*  {d.ready}/{d.replicas} ready · age {age(d.created)} · "
-                       f"`{_clip(', '.join(d.images), 80)}`" for d in others[:40]]
+        other_lines = [deployment_line(d) for d in others[:40]]
         blocks.append(ContextBlock(elements=[_md("Other Deployments (not deployed by the bot):")]))
         blocks.append(SectionBlock(text=_md("\n".join(other_lines))))
     if len(blocks) == 1:
         blocks.append(SectionBlock(text=_md(f"Nothing is deployed in `{namespace}` on cluster `{cluster}`.")))
     return _render(title, blocks[:50], sandbox)
+
+
+def release_line(r: ReleaseInfo) -> str:
+    """One release as `status` and the Home tab's fleet show it."""
+    icon = ":large_green_circle:" if r.ready >= r.desired > 0 else ":large_yellow_circle:"
+    scaler = f" · autoscale {r.autoscaler}" if r.autoscaler else ""
+    preset = f" · `{r.preset}`" if r.preset else ""
+    return (f"{icon} *{r.name}* rev {r.revision} · {r.ready}/{r.desired} ready · age {age(r.created)}"
+            f"{preset}{scaler} · {r.kind} · {r.endpoint}")
+
+
+def deployment_line(d: DeploymentInfo) -> str:
+    """A Deployment the bot did not deploy, as `status` and the Home tab's fleet show it."""
+    return (f"{':large_green_circle:' if d.available >= d.replicas else ':large_yellow_circle:'} "
+            f"*{d.name}*  {d.ready}/{d.replicas} ready · age {age(d.created)} · "
+            f"`{_clip(', '.join(d.images), 80)}`")
 
 
 def test_message(name: str, prompt: str, answer: str, *, latency_s: float, prompt_tokens: int | None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -103,3 +104,25 @@ def make_trigger(cron: str, timezone: str) -> BaseTrigger:
     if spec.either_day:
         return OrTrigger([CronTrigger(day=spec.day, **common), CronTrigger(day_of_week=spec.day_of_week, **common)])
     return CronTrigger(day=spec.day, day_of_week=spec.day_of_week, **common)
+
+
+def next_runs(cron: str, timezone: str, after: datetime, count: int, until: datetime | None = None) -> list[datetime]:
+    """The next `count` fire times strictly after `after`, in `timezone`, none at or after `until`."""
+    trigger = make_trigger(cron, timezone)
+    out: list[datetime] = []
+    fire = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+    while fire is not None and len(out) < count and (until is None or fire < until):
+        out.append(fire)
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+    return out
+
+
+def latest_fire(cron: str, timezone: str, now: datetime, since: datetime) -> datetime | None:
+    """The last fire time in (since, now], or None: the slot a scheduler that looks now should run."""
+    trigger = make_trigger(cron, timezone)
+    last = None
+    fire = trigger.get_next_fire_time(None, since + timedelta(microseconds=1))
+    while fire is not None and fire <= now:
+        last = fire
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+    return last

@@ -17,6 +17,7 @@ from ops import instances
 from ops.advisor import Facts, Suggestion, Thresholds, advise
 from ops.errors import OpsError
 from ops.metrics import ClusterMetrics, DeploymentMetrics, Key, QuerySettings, Target, collect
+from ops.metrics.nodes import NODE_TYPES, NodeTypes
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class ClusterSource:
     prometheus_url: str | None
     region: str = instances.DEFAULT_REGION
     max_replicas: int = 20
-    kube: KubeReader | None = None  # None: no start-up times, no chart-labelled discovery
+    kube: KubeReader | None = None  # None: no start-up times, no chart-labelled discovery, no Node types
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ def kube_facts(kube: KubeReader) -> KubeFacts:
 
 def build(sources: Sequence[ClusterSource], end: datetime, settings: QuerySettings = QuerySettings(),
           thresholds: Thresholds = Thresholds(), *, disabled: Sequence[str] = (),
-          scope: Key | None = None, **collect_kwargs: Any) -> Digest:
+          scope: Key | None = None, node_types: NodeTypes = NODE_TYPES, **collect_kwargs: Any) -> Digest:
     """Read every cluster (Prometheus and Kubernetes concurrently) and turn the numbers into a Digest."""
     began = time.perf_counter()
     targets = [Target(s.name, s.prometheus_url) for s in sources]
@@ -251,6 +252,10 @@ def build(sources: Sequence[ClusterSource], end: datetime, settings: QuerySettin
         facts_futures = {s.name: pool.submit(kube_facts, s.kube) for s in sources if s.kube is not None}
         clusters = collect(targets, end, settings, scope=scope, **collect_kwargs)
         facts = {name: future.result() for name, future in facts_futures.items()}
+        # Only where kube_node_labels left instance types unknown: one Node list per cluster.
+        typed_futures = {s.name: pool.submit(type_from_nodes, cm, s.kube, node_types)
+                         for s, cm in zip(sources, clusters, strict=True) if s.kube is not None and _untyped(cm)}
+        typed = {name: future.result() for name, future in typed_futures.items()}
     reports: list[DeploymentReport] = []
     statuses: list[ClusterStatus] = []
     for source, cm in zip(sources, clusters, strict=True):
@@ -258,6 +263,10 @@ def build(sources: Sequence[ClusterSource], end: datetime, settings: QuerySettin
         warnings = list(cm.warnings)
         if kube is not None and kube.error:
             warnings.append(f"kubernetes: {kube.error}")
+        if source.name in typed:
+            cm, node_error = typed[source.name]
+            if node_error:
+                warnings.append(f"kubernetes: {node_error}")
         merged = _merge(cm, kube, scope)
         statuses.append(ClusterStatus(source.name, cm.error, tuple(warnings), len(merged), cm.queries))
         for m in merged:
@@ -267,6 +276,43 @@ def build(sources: Sequence[ClusterSource], end: datetime, settings: QuerySettin
     return Digest(start=end - settings.window, end=end, clusters=tuple(statuses), deployments=tuple(reports),
                   thresholds=thresholds, queries=sum(c.queries for c in clusters),
                   build_seconds=time.perf_counter() - began, idle_util_pct=settings.idle_util_pct)
+
+
+def _untyped(cm: ClusterMetrics) -> bool:
+    return any(m.instance_type is None and m.untyped_nodes for m in cm.deployments)
+
+
+def instance_type_on(nodes: Sequence[tuple[str, float]], types: Mapping[str, str]) -> str | None:
+    """The instance type holding most of a deployment's accelerators (nodes → requested count)."""
+    held: dict[str, float] = {}
+    for node, count in nodes:
+        if node in types:
+            held[types[node]] = held.get(types[node], 0.0) + count
+    return max(sorted(held), key=lambda t: held[t]) if held else None
+
+
+def type_from_nodes(cm: ClusterMetrics, kube: KubeReader | None,
+                    node_types: NodeTypes = NODE_TYPES) -> tuple[ClusterMetrics, str | None]:
+    """cm with the instance types that kube_node_labels did not give read from the Node objects."""
+    if kube is None:
+        return cm, None
+    try:
+        types = node_types.get(kube)
+    except OpsError as exc:
+        return cm, f"no instance types, so no cost: {exc.message}"
+    except Exception as exc:  # the API client raises many types; the digest goes on without cost
+        return cm, (f"no instance types, so no cost: cannot list the Nodes of `{kube.name}` "
+                    f"({_api_reason(exc)})")
+    deployments = [replace(m, instance_type=instance_type_on(m.untyped_nodes, types))
+                   if m.instance_type is None and m.untyped_nodes else m for m in cm.deployments]
+    return replace(cm, deployments=deployments), None
+
+
+def _api_reason(exc: Exception) -> str:
+    status = getattr(exc, "status", None)
+    if status == 403:
+        return "HTTP 403: the bot's role needs `list` on `nodes`"
+    return f"HTTP {status}" if status else type(exc).__name__
 
 
 def _merge(cm: ClusterMetrics, kube: KubeFacts | None, scope: Key | None) -> list[DeploymentMetrics]:

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 
 from bot.db.store import Store
-from bot.db.tables import InfraCluster, TerraformRun, utcnow
+from bot.db.tables import InfraCluster, Operation, ReleaseRevision, RevisionStatus, TerraformRun, utcnow
+
+
+class LiveRelease(NamedTuple):
+    """A release the bot deployed on a cluster and has not undeployed: its latest revision."""
+
+    namespace: str
+    name: str
+    revision: int
+    manifests: list[dict[str, Any]]
+    preset: str
 
 
 class InfraStore:
@@ -57,3 +67,29 @@ class InfraStore:
             ids = [row.id for row in s.execute(latest)]
             rows = s.scalars(select(TerraformRun).where(TerraformRun.id.in_(ids))).all() if ids else []
             return {row.cluster: row for row in rows}
+
+
+    def live_releases(self, cluster: str) -> list[LiveRelease]:
+        """The bot's releases on a cluster whose latest revision is not an undeploy (a destroy removes
+        them first: their Services own cloud load balancers that would keep the VPC from going)."""
+        with self.store.reading() as s:
+            latest = (select(ReleaseRevision.namespace, ReleaseRevision.name,
+                             func.max(ReleaseRevision.revision).label("revision"))
+                      .where(ReleaseRevision.cluster == cluster)
+                      .group_by(ReleaseRevision.namespace, ReleaseRevision.name).subquery())
+            rows = s.scalars(select(ReleaseRevision).join(latest, (ReleaseRevision.namespace == latest.c.namespace)
+                                                          & (ReleaseRevision.name == latest.c.name)
+                                                          & (ReleaseRevision.revision == latest.c.revision))
+                             .where(ReleaseRevision.cluster == cluster)
+                             .order_by(ReleaseRevision.namespace, ReleaseRevision.name)).all()
+            return [LiveRelease(r.namespace, r.name, r.revision, list(r.manifests), r.preset) for r in rows
+                    if r.action != "undeploy"]
+
+
+    def record_removed(self, op: Operation, release: LiveRelease) -> None:
+        """The undeploy revision of a release a destroy removed (as `undeploy` records it)."""
+        with self.store.session() as s:
+            s.add(ReleaseRevision(cluster=op.cluster, namespace=release.namespace, name=release.name,
+                                  revision=release.revision + 1, action="undeploy", preset=release.preset,
+                                  manifests=[], values={}, status=RevisionStatus.REMOVED,
+                                  note=f"removed before destroy #{op.id}", operation_id=op.id))

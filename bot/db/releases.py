@@ -50,6 +50,11 @@ class ReleaseHistory:
     def known(self, cluster: str, namespace: str, name: str) -> list[int]:
         return [r.revision for r in self.revisions(cluster, namespace, name) if r.action != "undeploy"]
 
+    def kinds(self, cluster: str, namespace: str, name: str) -> list[tuple[str, str]]:
+        """(apiVersion, kind) of everything any revision rendered: where its objects may be, beyond the
+        usual kinds (an Ingress or a ConfigMap a preset enables)."""
+        return releases.kinds_of(o for r in self.revisions(cluster, namespace, name) for o in r.manifests)
+
     def rollback_target(self, cluster: str, namespace: str, name: str,
                         wanted: int | None) -> tuple[int, list[dict[str, Any]]] | None:
         target = rollback_target(self.revisions(cluster, namespace, name), wanted)

@@ -22,6 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.db import locks
 from bot.db.tables import Approval, AuditEntry, Delivery, Lock, Operation, OpStatus, utcnow
+from bot.policy import needs_admin
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class ApproveOutcome(enum.Enum):
     RECORDED = "recorded"  # counted, more approvals are still needed
     ALREADY = "already"  # this user already approved this operation
     SELF = "self"  # the requester cannot approve their own operation
+    NEEDS_ADMIN = "needs_admin"  # every slot but the admin's is filled: only an admin's approval counts now
     NOT_PENDING = "not_pending"  # decided, expired or finished: nothing changed
     EXPIRED = "expired"  # this click found it past its deadline and marked it expired
     NOT_FOUND = "not_found"
@@ -153,6 +155,8 @@ class Store:
             with self.session() as s:
                 s.add(Delivery(key=key[:255]))
         except IntegrityError:
+            # The one trace a dropped repeat leaves: how often Slack retries shows here, not twice in the cluster.
+            log.info("delivery %s was acted on already (a Slack retry or a replay); not acting again", key[:255])
             return False
         return True
 
@@ -166,16 +170,18 @@ class Store:
     def create_operation(self, *, kind: str, cluster: str, namespace: str, target: str,
                          params: dict[str, Any], plan: dict[str, Any], requested_by: str,
                          channel_id: str, approvals_needed: int, ttl: timedelta,
-                         lock_key: str | None = None) -> Operation:
+                         lock_key: str | None = None, admin_needed: bool | None = None) -> Operation:
         """A new operation, always `pending_approval`: nothing can run it before its card exists.
 
         With no approval needed, the caller posts the card and then calls `approve_by_policy`.
+        `admin_needed` defaults to the policy's rule for the kind (a destroy needs an admin).
         """
         now = utcnow()
+        admin = needs_admin(kind) if admin_needed is None else admin_needed
         with self.session() as s:
             op = Operation(kind=kind, cluster=cluster, namespace=namespace, target=target, params=params,
                            plan=plan, status=OpStatus.PENDING, requested_by=requested_by, channel_id=channel_id,
-                           approvals_needed=approvals_needed, created_at=now, updated_at=now,
+                           approvals_needed=approvals_needed, admin_needed=admin, created_at=now, updated_at=now,
                            expires_at=now + ttl, lock_key=lock_key)
             s.add(op)
             s.flush()
@@ -187,7 +193,7 @@ class Store:
         """pending → approved for an operation that needs no approval; None if it is not such a one."""
         with self.session() as s:
             op = s.get(Operation, op_id)
-            if op is None or op.approvals_needed > 0:
+            if op is None or op.approvals_needed > 0 or op.admin_needed:
                 return None
             ok = self._transition(s, op, OpStatus.PENDING, OpStatus.APPROVED, actor="policy", action="approved",
                                   detail="no approval needed here", decided_at=utcnow())
@@ -206,6 +212,13 @@ class Store:
             q = select(Approval.user_id).where(Approval.operation_id == op_id).order_by(Approval.id)
             return list(s.scalars(q).all())
 
+    def admin_approvers(self, op_id: int) -> list[str]:
+        """The approvers who were admins when they approved."""
+        with self.reading() as s:
+            q = (select(Approval.user_id).where(Approval.operation_id == op_id, Approval.admin.is_(True))
+                 .order_by(Approval.id))
+            return list(s.scalars(q).all())
+
     def list_operations(self, statuses: Sequence[str] | None = None, limit: int = 20) -> list[Operation]:
         with self.reading() as s:
             q = select(Operation).order_by(Operation.id.desc()).limit(limit)
@@ -220,7 +233,13 @@ class Store:
 
     # ---- decisions -----------------------------------------------------------------------------
 
-    def approve(self, op_id: int, user: str) -> ApproveResult:
+    def approve(self, op_id: int, user: str, *, admin: bool = False) -> ApproveResult:
+        """Record `user`'s approval (`admin`: they hold the admin role now); approve once all are in.
+
+        An operation that needs an admin takes the approvals in any order, but approvers who are not
+        admins fill at most N−1 slots: once those are taken and no admin has approved, another
+        non-admin is turned away (NEEDS_ADMIN, audited) and nothing is recorded.
+        """
         now = utcnow()
         with self.session() as s:
             # Row lock (PostgreSQL) so that concurrent approvers of an N-approval operation count
@@ -236,22 +255,26 @@ class Store:
             if user == op.requested_by:
                 self._audit(s, user, "approve", "refused", operation=op, detail="requester cannot approve")
                 return ApproveResult(ApproveOutcome.SELF, op)
-            if s.scalar(select(Approval.id).where(Approval.operation_id == op_id, Approval.user_id == user)):
-                return ApproveResult(ApproveOutcome.ALREADY, op, self._count(s, op_id))
-            s.add(Approval(operation_id=op_id, user_id=user, at=now))
+            given = s.execute(select(Approval.user_id, Approval.admin).where(Approval.operation_id == op_id)).all()
+            if any(who == user for who, _ in given):
+                return ApproveResult(ApproveOutcome.ALREADY, op, len(given))
+            admins = sum(1 for _, was_admin in given if was_admin)
+            if op.admin_needed and not admin and not admins and len(given) >= op.approvals_needed - 1:
+                self._audit(s, user, "approve", "refused", operation=op,
+                            detail=f"needs an admin's approval: {len(given)} of {op.approvals_needed} are in, "
+                                   "none from an admin")
+                return ApproveResult(ApproveOutcome.NEEDS_ADMIN, op, len(given))
+            s.add(Approval(operation_id=op_id, user_id=user, at=now, admin=admin))
             s.flush()
-            count = self._count(s, op_id)
-            self._audit(s, user, "approval", operation=op, detail=f"{count} of {op.approvals_needed}")
-            if count < op.approvals_needed:
+            count, admins = len(given) + 1, admins + admin
+            self._audit(s, user, "approval", operation=op,
+                        detail=f"{count} of {op.approvals_needed}" + (" (admin)" if admin else ""))
+            if count < op.approvals_needed or (op.admin_needed and not admins):
                 return ApproveResult(ApproveOutcome.RECORDED, op, count)
             if not self._transition(s, op, OpStatus.PENDING, OpStatus.APPROVED, actor=user, action="approved",
                                     decided_by=user, decided_at=now):
                 return ApproveResult(ApproveOutcome.NOT_PENDING, op, count)
             return ApproveResult(ApproveOutcome.APPROVED, op, count)
-
-    @staticmethod
-    def _count(s: Session, op_id: int) -> int:
-        return s.scalar(select(func.count()).select_from(Approval).where(Approval.operation_id == op_id)) or 0
 
     def reject(self, op_id: int, user: str, reason: str) -> Operation | None:
         """Returns the rejected operation, or None when it was no longer pending (nothing changed)."""
@@ -316,8 +339,12 @@ class Store:
                     attempt.rollback()
                     continue
                 if holder != op.id:
+                    ahead = s.get(Operation, holder)
+                    # Said on the card and in its thread: what it waits for, so nobody approves it again.
+                    waits = (f"queued behind #{holder} ({ahead.kind} of `{ahead.target}`); it starts when that "
+                             "finishes" if ahead is not None else f"queued behind #{holder}")
                     if self._transition(s, op, OpStatus.APPROVED, OpStatus.QUEUED, actor=worker_id, action="queued",
-                                        result=f"queued behind #{holder}", detail=f"behind #{holder}"):
+                                        result=waits, detail=f"behind #{holder}"):
                         attempt.commit()
                         return None, op
                     attempt.rollback()

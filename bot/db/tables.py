@@ -10,7 +10,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -110,6 +122,8 @@ class Operation(Base):
     channel_id: Mapped[str] = mapped_column(String(32))
     card_ts: Mapped[str | None] = mapped_column(String(32), default=None)
     approvals_needed: Mapped[int] = mapped_column(Integer, default=1)
+    # One of the approvals must be an admin's (policy.needs_admin); the others fill at most N−1 slots.
+    admin_needed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -132,6 +146,7 @@ class Approval(Base):
     operation_id: Mapped[int] = mapped_column(ForeignKey("operations.id"), index=True)
     user_id: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # the role when approving
 
 
 class AuditEntry(Base):
@@ -289,3 +304,90 @@ class ReleaseRevision(Base):
     note: Mapped[str] = mapped_column(Text, default="")  # rollback: "from revision 2"; failure reason
     operation_id: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# ---- replica schedules ----
+
+class ScheduleStatus(StrEnum):
+    """pending (its card awaits approval) → active → removed | ended (its `until` passed)."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    REMOVED = "removed"
+    ENDED = "ended"
+
+
+class ScheduleRunStatus(StrEnum):
+    """A schedule's slot: claimed (its operation exists) → ran | skipped | failed.
+
+    `baseline` is not a slot: the workload's state when a schedule was approved, which the first
+    run compares with, as later runs compare with the last run's."""
+
+    CLAIMED = "claimed"
+    RAN = "ran"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    BASELINE = "baseline"
+
+
+class ReplicaSchedule(Base):
+    """`/infer schedule <name> replicas= cron=`: approved once, then every fire is an operation of its own."""
+
+    __tablename__ = "replica_schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cluster: Mapped[str] = mapped_column(String(63))
+    namespace: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(253))  # the Deployment
+    replicas: Mapped[int] = mapped_column(Integer)
+    cron: Mapped[str] = mapped_column(String(100))  # standard crontab, 5 fields
+    timezone: Mapped[str] = mapped_column(String(64))
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)  # no fire at or after this
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    channel_id: Mapped[str] = mapped_column(String(32))
+    operation_id: Mapped[int | None] = mapped_column(Integer, default=None)  # its approval; the card is its thread
+    created_by: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    ended_by: Mapped[str | None] = mapped_column(String(100), default=None)
+    saving: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # ops.schedules.Saving, when approved
+
+
+class ScheduleRun(Base):
+    """One fire of a schedule. The unique (schedule, slot) is what makes several replicas run it once."""
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (UniqueConstraint("schedule_id", "slot", name="uq_schedule_slot"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("replica_schedules.id"), index=True)
+    # The workload, copied so that "the last run on this Deployment" spans all of its schedules.
+    workload: Mapped[str] = mapped_column(String(300), index=True)
+    slot: Mapped[str] = mapped_column(String(64))  # the fire time (UTC, to the minute), or `baseline`
+    status: Mapped[str] = mapped_column(String(16))
+    operation_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    claimed_by: Mapped[str] = mapped_column(String(100))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # What the Deployment looked like when this run (or approval) left it: the next run compares.
+    replicas: Mapped[int | None] = mapped_column(Integer, default=None)
+    generation: Mapped[int | None] = mapped_column(Integer, default=None)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+# ---- the App Home tab ----
+
+class HomeTab(Base):
+    """A user who opened the bot's Home tab: only they get it published, and refreshed at most every few seconds.
+
+    Slack sends no event when a tab closes, so "open" means opened within the last hours (bot/db/home.py).
+    """
+
+    __tablename__ = "home_tabs"
+
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # A digest of the operations part last published: a refresh publishes only when it differs.
+    shown: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -24,7 +24,7 @@ from bot.config import Config
 from bot.db.store import Store
 from bot.db.tables import Operation, OpStatus
 from bot.logs import operation_context
-from bot.runs import infra, releases, scale
+from bot.runs import infra, releases, scale, schedules
 from bot.runs.progress import Executor, Outcome, Progress
 from handlers import blocks, cards
 from ops.errors import OpsError
@@ -44,6 +44,10 @@ EXECUTORS: dict[str, Executor] = {
     "rollback": releases.run_rollback,
     "autoscale": releases.run_autoscale,
     "undeploy": releases.run_undeploy,
+    # Replica schedules (bot/runs/schedules.py): approval activates one; each fire is its own operation.
+    "schedule": schedules.run_activate,
+    "unschedule": schedules.run_unschedule,
+    "scheduled_scale": schedules.run_scheduled_scale,
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from bot.config import ChartConfig, ClusterConfig, Config, MetricsConfig, OperationsConfig, Roles
-from bot.sandbox import operators
+from bot.sandbox import metrics_data, operators
 from bot.sandbox.kubeapi import KubeEmulator
 from bot.sandbox.metrics_data import (
     SANDBOX_RATE_WINDOW,
@@ -26,6 +26,8 @@ from bot.sandbox.metrics_data import (
     serve_dataset,
 )
 from bot.sandbox.model_server import ModelServer
+from ops import instances
+from ops.errors import OpsError
 from ops.helm import BUNDLED_CHART
 
 SEED = Path(__file__).with_name("seed.yaml")
@@ -52,15 +54,38 @@ class Sandbox:
 
 
 def node(spec: dict[str, Any]) -> dict[str, Any]:
-    gpus = str(spec["gpus"])
-    capacity = {"cpu": "4", "memory": "16Gi", "pods": "58", "nvidia.com/gpu": gpus}
+    """A Node as EKS registers one: instance-type and zone labels, `spec.providerID` naming the EC2
+    instance (what kube-state-metrics' kube_node_info carries), accelerators as the device plugins
+    advertise them (`gpus`, or `neuron_devices` with `neuron_cores`)."""
+    capacity = {"cpu": "4", "memory": "16Gi", "pods": "58"}
+    labels = {"node.kubernetes.io/instance-type": spec["instance_type"],
+              "topology.kubernetes.io/zone": metrics_data.ZONE, "topology.kubernetes.io/region": metrics_data.REGION,
+              "kubernetes.io/os": "linux"}
+    if spec.get("neuron_devices"):
+        capacity.update({"aws.amazon.com/neuron": str(spec["neuron_devices"]),
+                         "aws.amazon.com/neuroncore": str(spec.get("neuron_cores", 2 * spec["neuron_devices"]))})
+    else:
+        capacity["nvidia.com/gpu"] = str(spec["gpus"])
+        labels["nvidia.com/gpu.present"] = "true"
     return {
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": spec["name"], "labels": {
-            "node.kubernetes.io/instance-type": spec["instance_type"],
-            "kubernetes.io/os": "linux", "nvidia.com/gpu.present": "true"}},
+        "metadata": {"name": spec["name"], "labels": labels},
+        "spec": {"providerID": metrics_data.provider_id_of(spec["name"])},
         "status": {"capacity": capacity, "allocatable": capacity},
     }
+
+
+def dataset_node(spec: metrics_data.NodeSpec) -> dict[str, Any]:
+    """The Node object of a generated data set's node (its accelerators as the instance table says)."""
+    try:
+        inst = instances.instance(spec.instance_type)
+        devices, cores = inst.devices, inst.cores
+    except OpsError:
+        devices, cores = 1, 2
+    if spec.accelerator == "neuron":
+        return node({"name": spec.name, "instance_type": spec.instance_type, "neuron_devices": devices,
+                     "neuron_cores": cores})
+    return node({"name": spec.name, "instance_type": spec.instance_type, "gpus": devices})
 
 
 def deployment(spec: dict[str, Any], namespace: str = NAMESPACE) -> dict[str, Any]:
@@ -97,7 +122,7 @@ def start_sandbox(workdir: Path) -> Sandbox:
         emulator.put(deployment(spec))
     operators.install(emulator, NAMESPACE)  # LWS, KubeRay, KEDA CRDs and node provisioning: every preset deploys
     kubeconfig = emulator.write_kubeconfig(workdir / "kubeconfig", context="sandbox", namespace=NAMESPACE)
-    prometheus, prometheus_url, notes = _start_prometheus(seed["deployments"], workdir / "prometheus")
+    prometheus, prometheus_url, notes = _start_prometheus(seed["deployments"], seed["nodes"], workdir / "prometheus")
     models = ModelServer()
     config = Config(
         sandbox=True,
@@ -115,7 +140,7 @@ def start_sandbox(workdir: Path) -> Sandbox:
                    prometheus=prometheus, notes=notes, models=models)
 
 
-def _start_prometheus(deployments: list[dict[str, Any]], workdir: Path
+def _start_prometheus(deployments: list[dict[str, Any]], nodes: list[dict[str, Any]], workdir: Path
                       ) -> tuple[PrometheusServer | None, str, list[str]]:
     """A real Prometheus over a generated day of the seed deployments' metrics, when it is installed.
 
@@ -129,7 +154,7 @@ def _start_prometheus(deployments: list[dict[str, Any]], workdir: Path
             "(Debian: `apt-get install -y --no-install-recommends prometheus`). "
             "Until then `/infer digest now` and `/infer metrics` report Prometheus as unreachable."]
     try:
-        server = serve_dataset(sandbox_dataset(sandbox_cases(deployments, NAMESPACE)), workdir)
+        server = serve_dataset(sandbox_dataset(sandbox_cases(deployments, NAMESPACE, nodes)), workdir)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         return None, f"http://127.0.0.1:{free_port()}", [
             f":warning: The sandbox's Prometheus did not start ({exc}); digests report it as unreachable."]

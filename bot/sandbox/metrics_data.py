@@ -5,10 +5,17 @@ It lives in the product (not only the tests) because the local sandbox serves it
 `/infer digest now` and `/infer metrics` read a real Prometheus over this data. The tests reuse the
 same generator (tests/support/prometheus.py) with their own deployments and assert every figure.
 
-The data imitates what an ai-on-eks cluster scrapes (METRICS.md names only): DCGM per GPU (with the
-`exported_*` spelling where asked), neuron-monitor per NeuronCore, vLLM per pod, and
-kube-state-metrics (pod → ReplicaSet → Deployment owners, requests with the node, node instance
-types, replicas, restarts), plus noise the digest must ignore (coredns, an unassigned GPU).
+The data imitates what a default ai-on-eks install scrapes (METRICS.md names and label shapes): DCGM
+per GPU (with the `exported_*` spelling where asked); neuron-monitor per NeuronCore labelled as its
+exporter labels it (EC2 labels only: `instance_id`, `neuroncore`, … — the scrape adds the
+DaemonSet pod's `namespace`/`pod`, not the model server's), or, where asked, from inside the model
+server's pod; vLLM per pod under the names of its version (0.11 renamed TPOT, and finishes failed
+requests with `finished_reason="error"`); kube-state-metrics as installed by default (pod →
+ReplicaSet → Deployment owners, requests with the node, `kube_node_info` with the EC2 provider id,
+replicas, restarts; `kube_node_labels` with the instance type only for a DataSet that allow-lists
+it). The Nodes themselves (instance-type label, providerID) are `DataSet.nodes()`, for the
+Kubernetes API. Plus noise the digest must ignore (coredns, an unassigned GPU, a NeuronCore busy on
+a node where no pod requests Neuron devices).
 
 Every value is a constant, a two-level step or a straight line over the window, and counters grow
 linearly, so `rate()` is exact and each expected figure is a short formula (`DataSet.expected`).
@@ -18,46 +25,27 @@ from __future__ import annotations
 
 import hashlib
 import math
-import shutil
-import socket
-import subprocess
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import requests
-
-INSTALL_HINT = ("Prometheus is not installed: run `apt-get install -y --no-install-recommends prometheus` "
-                "(Debian package; it includes promtool)")
+from bot.sandbox.promserver import (  # noqa: F401  (re-exported: the tests and benches import them from here)
+    INSTALL_HINT,
+    PrometheusServer,
+    backfill,
+    binaries,
+    find_binaries,
+    free_port,
+)
 
 E2E_BUCKETS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 TPOT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.4)
 BLOCK = 7200  # promtool cuts 2-hour blocks; one input file per block keeps it to a single pass each
-
-
-def find_binaries() -> tuple[str, str] | None:
-    """(prometheus, promtool) from PATH, or None when either is missing."""
-    prom, tool = shutil.which("prometheus"), shutil.which("promtool")
-    return (prom, tool) if prom and tool else None
-
-
-def binaries() -> tuple[str, str]:
-    """(prometheus, promtool); raises RuntimeError with the install hint when the package is missing."""
-    found = find_binaries()
-    if found is None:
-        raise RuntimeError(INSTALL_HINT)
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---- the deployments -----------------------------------------------------------------------------
@@ -96,10 +84,39 @@ class Case:
     # aibrix, diffusers, nim), a LeaderWorkerSet (lws-vllm: one StatefulSet of leaders named after it)
     # or a RayService (ray-vllm: the pods belong to its RayCluster `<name>-raycluster-<hash>`).
     workload: str = "Deployment"
+    vllm: str = "0.10.2"  # the model server's vLLM version: which metric names it exports
+    error: float = 0.0  # share of finished requests that failed in the engine (vLLM ≥ 0.11 only)
+    # Neuron: "exporter" = neuron-monitor's DaemonSet (EC2 labels only, attributed through the node);
+    # "pod" = neuron-monitor inside the model server's pod (its scrape labels name that pod).
+    neuron_labels: str = "exporter"
+    # Pod i runs on nodes[i % len(nodes)] (other cases may name the same nodes); none: a node of its own per pod.
+    nodes: tuple[str, ...] = ()
+    requests_per_pod: int = 1  # accelerators (Neuron: devices, or cores with neuron_resource) per pod
+    neuron_resource: str = "aws_amazon_com_neuron"  # or aws_amazon_com_neuroncore
+
+    def __post_init__(self) -> None:
+        if self.error and not self.new_vllm:
+            raise ValueError(f"{self.name}: vLLM {self.vllm} has no finished_reason=\"error\" (0.11 added it)")
 
     @property
     def resource(self) -> str:
-        return "aws_amazon_com_neuron" if self.accelerator == "neuron" else "nvidia_com_gpu"
+        return self.neuron_resource if self.accelerator == "neuron" else "nvidia_com_gpu"
+
+    @property
+    def vllm_version(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in self.vllm.split(".")[:3])
+
+    @property
+    def new_vllm(self) -> bool:
+        return self.vllm_version >= (0, 11)
+
+    @property
+    def tpot_names(self) -> tuple[str, ...]:
+        """vLLM 0.11 renamed TPOT and still exports the old name (deprecated); 0.12 hides it."""
+        old, new = "vllm:time_per_output_token_seconds", "vllm:inter_token_latency_seconds"
+        if not self.new_vllm:
+            return (old,)
+        return (new, old) if self.vllm_version < (0, 12) else (new,)
 
     @property
     def group_size(self) -> int:
@@ -127,6 +144,41 @@ class Pod:
     owner_kind: str  # kube_pod_owner's owner_kind / owner_name
     owner_name: str
     serves: bool = True  # exposes the vLLM metrics (an LWS worker does not)
+
+
+ZONE = "us-west-2a"
+REGION = "us-west-2"
+
+
+def instance_id_of(node: str) -> str:
+    """The EC2 instance behind a node name, stable: what its providerID and neuron-monitor's labels carry."""
+    return "i-0" + hashlib.sha256(node.encode()).hexdigest()[:16]
+
+
+def provider_id_of(node: str) -> str:
+    return f"aws:///{ZONE}/{instance_id_of(node)}"
+
+
+def generated_node(index: int) -> str:
+    return f"ip-10-0-{index // 250}-{index % 250}.us-west-2.compute.internal"
+
+
+@dataclass(frozen=True)
+class Placement:
+    case: Case
+    index: int  # the pod's index within its case
+    pod: Pod
+    node: str
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A Node of the data set, as the Kubernetes API holds it (bot.sandbox.environment.node builds one)."""
+
+    name: str
+    instance_type: str
+    accelerator: str  # gpu | neuron
+    provider_id: str
 
 
 def _hash(text: str, n: int) -> str:
@@ -171,10 +223,50 @@ class DataSet:
     window: int = 24 * 3600
     before: int = 3600
     after: int = 3600
+    # kube-state-metrics with --metric-labels-allowlist=nodes=[node.kubernetes.io/instance-type]: only
+    # then is there a kube_node_labels series with the instance type (a default install has none).
+    node_labels: bool = False
 
     @property
     def window_start(self) -> float:
         return self.end.timestamp() - self.window
+
+    # -- where the pods run -------------------------------------------------------------------------
+
+    def placements(self) -> list[Placement]:
+        out = []
+        counter = 0
+        for case in self.cases:
+            for index, pod in enumerate(case.pods()):
+                counter += 1
+                node = case.nodes[index % len(case.nodes)] if case.nodes else generated_node(counter)
+                out.append(Placement(case, index, pod, node))
+        return out
+
+    def nodes(self) -> list[NodeSpec]:
+        """Every node a pod of the data set runs on, once, as the Kubernetes API holds it."""
+        seen: dict[str, NodeSpec] = {}
+        for p in self.placements():
+            spec = NodeSpec(p.node, p.case.instance_type, p.case.accelerator, provider_id_of(p.node))
+            if seen.setdefault(p.node, spec).instance_type != spec.instance_type:
+                raise ValueError(f"node {p.node} is given two instance types")
+        return list(seen.values())
+
+    def _neuron_cores(self) -> dict[str, list[float]]:
+        """node → the utilization ratio of every NeuronCore neuron-monitor's DaemonSet reports there."""
+        cores: dict[str, list[float]] = {}
+        for p in self.placements():
+            if p.case.accelerator == "neuron" and p.case.neuron_labels == "exporter":
+                cores.setdefault(p.node, []).extend(p.case.core_utils)
+        return cores
+
+    def _neuron_requests(self) -> dict[str, float]:
+        """node → Neuron resources requested there by every pod."""
+        out: dict[str, float] = {}
+        for p in self.placements():
+            if p.case.accelerator == "neuron":
+                out[p.node] = out.get(p.node, 0.0) + p.case.requests_per_pod
+        return out
 
     # -- value functions of time (t in Unix seconds) ------------------------------------------------
 
@@ -202,13 +294,32 @@ class DataSet:
 
     # -- what the digest must report ------------------------------------------------------------------
 
+    def _neuron_expected(self, case: Case) -> tuple[float, float]:
+        """(mean utilization %, idle share) of a Neuron case, as METRICS.md says to attribute it.
+
+        In a pod's own series (neuron_labels="pod"): the mean of its cores. Through the node: each
+        pod takes the share of its node's cores that it requested of the node's Neuron requests.
+        """
+        if case.neuron_labels == "pod":
+            return (100 * sum(case.core_utils) / len(case.core_utils),
+                    sum(1 for u in case.core_utils if u * 100 < 10) / len(case.core_utils))
+        cores, requested = self._neuron_cores(), self._neuron_requests()
+        total = samples = idle = 0.0
+        for p in self.placements():
+            if p.case is case:
+                share = case.requests_per_pod / requested[p.node]
+                total += share * sum(100 * u for u in cores[p.node])
+                samples += share * len(cores[p.node])
+                idle += share * sum(1 for u in cores[p.node] if u * 100 < 10)
+        return total / samples, idle / samples
+
     def expected(self, name: str) -> dict[str, Any]:
         case = next(c for c in self.cases if c.name == name)
         steps = self.steps()
         n = case.replicas
         if case.accelerator == "neuron":
-            per_step = [100 * sum(case.core_utils) / len(case.core_utils)] * len(steps)
-            idle = sum(1 for u in case.core_utils if u * 100 < 10) / len(case.core_utils)
+            mean, idle = self._neuron_expected(case)
+            per_step = [mean] * len(steps)
         else:
             per_step = [self.util(case, t) for t in steps]
             idle = sum(1 for u in per_step if u < 10) / len(per_step)
@@ -216,17 +327,20 @@ class DataSet:
         queue = [self.queue(case, t) * n for t in steps]
         kv = [self.kv(case, t) for t in steps]
         has_traffic = rps > 0
+        devices = n * case.group_size * case.requests_per_pod
         out: dict[str, Any] = {
             "accelerator": case.accelerator,
             "instance_type": case.instance_type,
-            "devices": float(n * case.group_size),
-            "device_hours": float(n * case.group_size * self.window / 3600),
+            "devices": float(devices),
+            "device_hours": float(devices * self.window / 3600),
             "util_mean": sum(per_step) / len(per_step),
             "util_p95": quantile(0.95, per_step),
             "idle_share": idle,
             "rps_mean": rps,
             "requests": rps * self.window,
             "abort_share": case.abort,
+            "error_share": case.error if case.new_vllm else None,
+            "failed_share": case.abort + case.error,
             "queue_mean": sum(queue) / len(queue),
             "queue_max": max(queue),
             "queue_slope_per_hour": (case.queue[1] - case.queue[0]) * n / (self.window / 3600),
@@ -248,6 +362,7 @@ class DataSet:
                 e2e_p99=histogram_quantile(0.99, case.e2e, E2E_BUCKETS),
                 ttft_p95=histogram_quantile(0.95, case.ttft, TTFT_BUCKETS),
                 tpot_mean=case.tpot_mean,
+                tpot_p95=histogram_quantile(0.95, case.tpot, TPOT_BUCKETS),
             )
         return out
 
@@ -263,7 +378,17 @@ class DataSet:
             return lambda t: v
 
         ksm = {"job": "kube-state-metrics", "instance": "10.0.0.5:8080"}
-        node_index = 0
+        for spec in self.nodes():
+            yield ("kube_node_info", {**ksm, "node": spec.name, "provider_id": spec.provider_id,
+                                      "internal_ip": _internal_ip(spec.name), "kubelet_version": "v1.33.5-eks-113cf36",
+                                      "container_runtime_version": "containerd://1.7.27",
+                                      "os_image": "Amazon Linux 2023.8.20250818"}, const(1))
+            if self.node_labels:
+                yield ("kube_node_labels", {**ksm, "node": spec.name,
+                                            "label_node_kubernetes_io_instance_type": spec.instance_type}, const(1))
+        runtime = 0
+        neuron_nodes = self._neuron_cores()
+        core_index: dict[str, int] = {}
         for case in self.cases:
             if case.workload == "Deployment":  # kube-state-metrics knows no custom resources by default
                 yield ("kube_replicaset_owner", {**ksm, "namespace": case.namespace,
@@ -273,33 +398,50 @@ class DataSet:
                 dep = {**ksm, "namespace": case.namespace, "deployment": case.name}
                 yield "kube_deployment_spec_replicas", dep, const(case.replicas)
                 yield "kube_deployment_status_replicas_available", dep, const(case.replicas)
-            for index, p in enumerate(case.pods()):
-                pod = p.name
-                node_index += 1
-                node = f"ip-10-0-{node_index // 250}-{node_index % 250}.us-west-2.compute.internal"
-                yield ("kube_node_labels", {**ksm, "node": node,
-                                            "label_node_kubernetes_io_instance_type": case.instance_type}, const(1))
-                who = {"namespace": case.namespace, "pod": pod}
-                yield ("kube_pod_owner", {**ksm, **who, "owner_kind": p.owner_kind, "owner_name": p.owner_name,
-                                          "owner_is_controller": "true"}, const(1))
-                req = {**ksm, **who, "container": "vllm", "node": node}
-                yield ("kube_pod_container_resource_requests", {**req, "resource": case.resource,
-                                                                "unit": "integer"}, const(1))
-                yield "kube_pod_container_resource_requests", {**req, "resource": "cpu", "unit": "core"}, const(4)
-                restarts = (lambda c: lambda t: float(self.restarts(c, t)))(case) if index == 0 else const(0)
-                yield ("kube_pod_container_status_restarts_total", {**ksm, **who, "container": "vllm"}, restarts)
-                yield from self._accelerator(case, who, node)
-                if p.serves:
-                    yield from self._vllm(case, who, counter, const)
+        for placement in self.placements():
+            case, p, node = placement.case, placement.pod, placement.node
+            who = {"namespace": case.namespace, "pod": p.name}
+            yield ("kube_pod_owner", {**ksm, **who, "owner_kind": p.owner_kind, "owner_name": p.owner_name,
+                                      "owner_is_controller": "true"}, const(1))
+            req = {**ksm, **who, "container": "vllm", "node": node}
+            yield ("kube_pod_container_resource_requests", {**req, "resource": case.resource,
+                                                            "unit": "integer"}, const(case.requests_per_pod))
+            yield "kube_pod_container_resource_requests", {**req, "resource": "cpu", "unit": "core"}, const(4)
+            restarts = (lambda c: lambda t: float(self.restarts(c, t)))(case) if placement.index == 0 else const(0)
+            yield ("kube_pod_container_status_restarts_total", {**ksm, **who, "container": "vllm"}, restarts)
+            if case.accelerator == "neuron":
+                runtime += 1
+                first = core_index.get(node, 0)
+                core_index[node] = first + len(case.core_utils)
+                yield from self._neuron(case, who, node, first, runtime)
+            else:
+                yield from self._gpu(case, who, node)
+            if p.serves:
+                yield from self._vllm(case, who, counter, const)
+        for node in neuron_nodes:  # neuron-monitor's DaemonSet pod on each Neuron node (a DaemonSet's: no model server)
+            yield ("kube_pod_owner", {**ksm, "namespace": "kube-system", "pod": _monitor_pod(node),
+                                      "owner_kind": "DaemonSet", "owner_name": "neuron-monitor",
+                                      "owner_is_controller": "true"}, const(1))
         yield from self._noise()
 
-    def _accelerator(self, case: Case, who: dict[str, str], node: str
-                     ) -> Iterator[tuple[str, dict[str, str], Callable[[float], float]]]:
-        if case.accelerator == "neuron":
-            for core, ratio in enumerate(case.core_utils):
-                yield ("neuroncore_utilization_ratio", {"job": "neuron-monitor", "instance": node, **who,
-                                                        "neuroncore": str(core)}, _constant(ratio))
-            return
+    def _neuron(self, case: Case, who: dict[str, str], node: str, first_core: int, runtime: int
+                ) -> Iterator[tuple[str, dict[str, str], Callable[[float], float]]]:
+        # neuron-monitor-prometheus.py: the instance's labels, the runtime's tag, the core's index.
+        ec2 = {"instance_id": instance_id_of(node), "instance_type": case.instance_type,
+               "availability_zone": ZONE, "region": REGION, "subnet_id": "subnet-0a1b2c3d4e5f60718",
+               "runtime_tag": str(1000 + runtime)}
+        if case.neuron_labels == "pod":  # scraped from inside the model server's pod
+            scrape = {"job": "neuron-monitor", "instance": f"{_internal_ip(node)}:8000", **who,
+                      "container": "neuron-monitor"}
+        else:  # the DaemonSet's pod on that node: its namespace and pod, not the model server's
+            scrape = {"job": "neuron-monitor", "instance": f"{_internal_ip(node)}:8000", "namespace": "kube-system",
+                      "pod": _monitor_pod(node), "container": "neuron-monitor", "endpoint": "metrics"}
+        for offset, ratio in enumerate(case.core_utils):
+            yield ("neuroncore_utilization_ratio", {**scrape, **ec2, "neuroncore": str(first_core + offset)},
+                   _constant(ratio))
+
+    def _gpu(self, case: Case, who: dict[str, str], node: str
+             ) -> Iterator[tuple[str, dict[str, str], Callable[[float], float]]]:
         if case.exported:  # scraped through the exporter's pod, with honorLabels off
             owner = {"namespace": "monitoring", "pod": f"dcgm-exporter-{_hash(node, 5)}",
                      "exported_namespace": who["namespace"], "exported_pod": who["pod"], "exported_container": "vllm"}
@@ -315,10 +457,10 @@ class DataSet:
               const: Callable[[float], Callable[[float], float]]
               ) -> Iterator[tuple[str, dict[str, str], Callable[[float], float]]]:
         labels = {"job": "vllm", "instance": f"{who['pod']}:8000", "model_name": case.name, **who}
-        for metric, shares, bounds, mean in (
-                ("vllm:e2e_request_latency_seconds", case.e2e, E2E_BUCKETS, case.e2e_mean),
-                ("vllm:time_to_first_token_seconds", case.ttft, TTFT_BUCKETS, case.ttft_mean),
-                ("vllm:time_per_output_token_seconds", case.tpot, TPOT_BUCKETS, case.tpot_mean)):
+        histograms = [("vllm:e2e_request_latency_seconds", case.e2e, E2E_BUCKETS, case.e2e_mean),
+                      ("vllm:time_to_first_token_seconds", case.ttft, TTFT_BUCKETS, case.ttft_mean)]
+        histograms += [(name, case.tpot, TPOT_BUCKETS, case.tpot_mean) for name in case.tpot_names]
+        for metric, shares, bounds, mean in histograms:
             cumulative = 0.0
             for bound in bounds:
                 cumulative += sum(share for upper, share in shares if upper == bound)
@@ -327,8 +469,10 @@ class DataSet:
             yield f"{metric}_count", labels, counter(case.rps)
             yield f"{metric}_sum", labels, counter(case.rps * mean)
         yield ("vllm:request_success_total", {**labels, "finished_reason": "stop"},
-               counter(case.rps * (1 - case.abort)))
+               counter(case.rps * (1 - case.abort - case.error)))
         yield "vllm:request_success_total", {**labels, "finished_reason": "abort"}, counter(case.rps * case.abort)
+        if case.new_vllm:
+            yield "vllm:request_success_total", {**labels, "finished_reason": "error"}, counter(case.rps * case.error)
         yield "vllm:num_preemptions_total", labels, counter(case.preemptions_per_s)
         yield "vllm:num_requests_running", labels, const(case.running)
         yield "vllm:num_requests_waiting", labels, (lambda c: lambda t: self.queue(c, t))(case)
@@ -352,6 +496,17 @@ class DataSet:
         yield ("DCGM_FI_DEV_GPU_UTIL", {"job": "dcgm-exporter", "gpu": "1", "UUID": "GPU-unassigned",
                                         "Hostname": "ip-10-0-9-9", "namespace": "monitoring",
                                         "pod": "dcgm-exporter-zzzzz"}, lambda t: 0.0)
+        # A NeuronCore busy on a node where no pod requests Neuron devices (a process outside Kubernetes'
+        # accounting): it belongs to no deployment.
+        lone = "ip-10-0-9-10.us-west-2.compute.internal"
+        yield ("kube_node_info", {**ksm, "node": lone, "provider_id": provider_id_of(lone),
+                                  "internal_ip": _internal_ip(lone)}, lambda t: 1.0)
+        yield ("neuroncore_utilization_ratio", {
+            "job": "neuron-monitor", "instance": f"{_internal_ip(lone)}:8000", "namespace": "kube-system",
+            "pod": _monitor_pod(lone), "container": "neuron-monitor", "endpoint": "metrics",
+            "instance_id": instance_id_of(lone), "instance_type": "inf2.xlarge", "availability_zone": ZONE,
+            "region": REGION, "subnet_id": "subnet-0a1b2c3d4e5f60718", "runtime_tag": "999", "neuroncore": "0"},
+            lambda t: 0.9)
 
     # -- files ----------------------------------------------------------------------------------------
 
@@ -376,83 +531,18 @@ class DataSet:
         return paths
 
 
+def _internal_ip(node: str) -> str:
+    digest = hashlib.sha256(node.encode()).digest()
+    return f"10.0.{digest[0]}.{digest[1]}"
+
+
+def _monitor_pod(node: str) -> str:
+    return f"neuron-monitor-{_hash(node, 5)}"
+
+
 def _series_id(name: str, labels: dict[str, str]) -> str:
     inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
     return f"{name}{{{inner}}}"
-
-
-def backfill(files: Sequence[Path], data_dir: Path) -> None:
-    _, promtool = binaries()
-    data_dir.mkdir(parents=True, exist_ok=True)
-
-    def one(path: Path) -> None:
-        proc = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", "-q", str(path), str(data_dir)],
-                              capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            raise RuntimeError(f"promtool failed on {path.name}: {proc.stderr[-2000:]}")
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(one, files))
-
-
-@dataclass
-class PrometheusServer:
-    """`prometheus` over a backfilled data dir, on a free loopback port, logging every query."""
-
-    data_dir: Path
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def query_log(self) -> Path:
-        return self.workdir / "queries.log"
-
-    def start(self, timeout: float = 30) -> PrometheusServer:
-        prometheus, _ = binaries()
-        config = self.workdir / "prometheus.yml"
-        # No scrape jobs: the head stays empty and the backfilled blocks are all there is.
-        config.write_text(f"global:\n  query_log_file: {self.query_log}\nscrape_configs: []\n", encoding="utf-8")
-        self._log = (self.workdir / "prometheus.log").open("ab")
-        self.proc = subprocess.Popen([
-            prometheus, f"--config.file={config}", f"--storage.tsdb.path={self.data_dir}",
-            # Retention counts back from the newest block; the data is ~a day old at most, but a
-            # short retention would delete blocks at start-up.
-            "--storage.tsdb.retention.time=10y", f"--web.listen-address=127.0.0.1:{self.port}",
-            "--log.level=warn"], stdout=self._log, stderr=self._log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {(self.workdir / 'prometheus.log').read_text()[-2000:]}")
-            try:
-                if requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("prometheus did not become ready")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if hasattr(self, "_log"):
-            self._log.close()
-
-    def queries_logged(self) -> int:
-        """Queries Prometheus has evaluated so far (its own query log, one JSON line each)."""
-        try:
-            return sum(1 for line in self.query_log.read_text(encoding="utf-8").splitlines() if line.strip())
-        except FileNotFoundError:
-            return 0
 
 
 def aligned_now(step: int = 300) -> datetime:
@@ -492,10 +582,28 @@ SANDBOX_INTERVAL = 120  # seconds between samples: a day of data backfills in ab
 SANDBOX_RATE_WINDOW = 4 * SANDBOX_INTERVAL  # what `rate()` needs at that interval (see MetricsConfig)
 
 
-def sandbox_cases(deployments: Sequence[dict[str, Any]], namespace: str) -> tuple[Case, ...]:
-    """One Case per seed deployment (name, replicas), behaving as SANDBOX_PROFILES says."""
-    return tuple(Case(spec["name"], SANDBOX_INSTANCE, int(spec.get("replicas", 1)), namespace=namespace,
-                      **SANDBOX_PROFILES.get(spec["name"], HEALTHY_PROFILE)) for spec in deployments)
+def vllm_version_of(image: str, default: str = "0.10.2") -> str:
+    """`…/vllm:0.10.2-gpu-py312-ec2` → "0.10.2", `vllm/vllm-openai:v0.11.0` → "0.11.0": which names it exports."""
+    found = re.search(r":v?(\d+\.\d+(?:\.\d+)?)", image.rsplit("/", 1)[-1])
+    return found.group(1) if found else default
+
+
+def sandbox_cases(deployments: Sequence[dict[str, Any]], namespace: str,
+                  nodes: Sequence[dict[str, Any]] = ()) -> tuple[Case, ...]:
+    """One Case per seed deployment (name, replicas, image), behaving as SANDBOX_PROFILES says.
+
+    The pods run on the seed's SANDBOX_INSTANCE nodes, one GPU each, in order, so that a digest finds
+    their instance type on the emulator's Node objects; the vLLM names follow the image's version.
+    """
+    free = [n["name"] for n in nodes if n.get("instance_type") == SANDBOX_INSTANCE]
+    cases = []
+    for spec in deployments:
+        replicas = int(spec.get("replicas", 1))
+        taken, free = tuple(free[:replicas]), free[replicas:]
+        cases.append(Case(spec["name"], SANDBOX_INSTANCE, replicas, namespace=namespace, nodes=taken,
+                          vllm=vllm_version_of(str(spec.get("image", ""))),
+                          **SANDBOX_PROFILES.get(spec["name"], HEALTHY_PROFILE)))
+    return tuple(cases)
 
 
 def sandbox_dataset(cases: Sequence[Case]) -> DataSet:

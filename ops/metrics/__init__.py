@@ -8,6 +8,8 @@ The modules, each importing only those above it:
 * `queries`: QuerySettings and the PromQL builder (QUERIES, promql()).
 * `client`: Prometheus' HTTP API (instant and range queries, probe) and PromError.
 * `collector`: collect() over every cluster's Prometheus, the result types and bucket_quantile.
+* `nodes`: the instance types of a cluster's Node objects (Kubernetes API), for the nodes that
+  kube-state-metrics does not type (a default install has no `kube_node_labels` instance type).
 
 This package only re-exports their public names, so callers import from `ops.metrics`.
 """

@@ -32,7 +32,7 @@ class DeploymentMetrics:
     namespace: str
     name: str
     accelerator: str | None = None  # "gpu" | "neuron"
-    instance_type: str | None = None
+    instance_type: str | None = None  # from kube_node_labels, or (ops.digest) from the Node objects
     device_resource: str | None = None  # nvidia_com_gpu, aws_amazon_com_neuron…
     devices: float | None = None  # accelerators requested now (all pods)
     device_hours: float | None = None  # accelerator-hours requested over the window
@@ -46,6 +46,8 @@ class DeploymentMetrics:
     rps_now: float | None = None
     requests: float | None = None  # finished requests over the window
     abort_share: float | None = None
+    error_share: float | None = None  # finished_reason="error" (vLLM ≥ 0.11); None where never exported
+    failed_share: float | None = None  # aborted or errored: requests that got no full answer
     e2e_p50: float | None = None  # seconds
     e2e_p95: float | None = None
     e2e_p99: float | None = None
@@ -68,6 +70,9 @@ class DeploymentMetrics:
     startup_seconds: float | None = None  # slowest current pod, start → Ready (Kubernetes API)
     util_series: tuple[Point, ...] = ()
     latency_series: tuple[Point, ...] = ()
+    # (node, accelerators requested there now) for the nodes kube_node_labels does not type: where
+    # the digest looks the instance type up in the Kubernetes API.
+    untyped_nodes: tuple[tuple[str, float], ...] = ()
 
     @property
     def key(self) -> Key:
@@ -217,7 +222,11 @@ def _by_stat(result: Iterable[dict[str, Any]]) -> Stats:
             if le is not None and value is not None:
                 bucket.setdefault(stat, {})[le] = bucket.get(stat, {}).get(le, 0.0) + value
         elif stat == "typed":
-            bucket.setdefault("typed", []).append((metric.get("instance_type"), value or 0.0))
+            if metric.get("instance_type"):  # a kube_node_labels series without the label types nothing
+                bucket.setdefault("typed", []).append((metric["instance_type"], value or 0.0))
+        elif stat == "placed":
+            nodes = bucket.setdefault("placed", {})
+            nodes[metric.get("node", "")] = nodes.get(metric.get("node", ""), 0.0) + (value or 0.0)
         elif stat in ("devices", "device_steps"):
             bucket[stat] = (bucket.get(stat) or 0.0) + (value or 0.0)
             bucket.setdefault("resource", metric.get("resource"))
@@ -269,6 +278,8 @@ def _deployment(cluster: str, key: Key, stats: Mapping[str, Stats],
     accelerator = get("util", "accelerator") or ("neuron" if resource and "neuron" in resource
                                                  else "gpu" if resource else None)
     count = get("requests", "count")
+    aborted, errored = get("requests", "aborted"), get("requests", "errored")
+    failed = None if aborted is None and errored is None else (aborted or 0.0) + (errored or 0.0)
     desired, available, restarts = get("replicas", "desired"), get("replicas", "available"), get("restarts", "total")
     # No traffic at all leaves the histograms empty: then there is no latency, not a latency of 0.
     return DeploymentMetrics(
@@ -283,7 +294,8 @@ def _deployment(cluster: str, key: Key, stats: Mapping[str, Stats],
         idle_share=_ratio(get("util", "idle_samples"), samples) if samples else None,
         mem_used_mib=get("memory", "used"), mem_total_mib=get("memory", "total"),
         requests=count, rps_mean=count / settings.window.total_seconds() if count is not None else None,
-        rps_now=get("requests", "rps_now"), abort_share=_ratio(get("requests", "aborted"), count),
+        rps_now=get("requests", "rps_now"), abort_share=_ratio(aborted, count),
+        error_share=_ratio(errored, count), failed_share=_ratio(failed, count),
         e2e_p50=quantile("e2e", "window", 0.5), e2e_p95=quantile("e2e", "window", 0.95),
         e2e_p99=quantile("e2e", "window", 0.99), e2e_p95_now=quantile("e2e", "now", 0.95),
         ttft_p95=quantile("ttft", "window", 0.95), ttft_p95_now=quantile("ttft", "now", 0.95),
@@ -298,4 +310,5 @@ def _deployment(cluster: str, key: Key, stats: Mapping[str, Stats],
         restarts=int(round(restarts)) if restarts is not None else None,
         util_series=series.get("chart_util", {}).get(key, ()),
         latency_series=series.get("chart_latency", {}).get(key, ()),
+        untyped_nodes=tuple(sorted((node, n) for node, n in (get("inventory", "placed") or {}).items() if node)),
     )

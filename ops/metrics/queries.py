@@ -14,15 +14,24 @@ inside a subquery.
 
 Label spellings: `exported_namespace`/`exported_pod` (what a ServiceMonitor without honorLabels
 makes of the DCGM exporter's own labels) are copied over `namespace`/`pod` before joining.
+neuron-monitor's series name an EC2 instance, not a pod: they join through the node (see
+`_neuron_shares`). Metrics that vLLM renamed are read under both names, newest first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
 Key = tuple[str, str]  # (namespace, deployment)
+
+GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
+NEURON_UTIL = "neuroncore_utilization_ratio"
+ACCELERATOR_REQUESTS = 'kube_pod_container_resource_requests{resource=~"nvidia_com_gpu|aws_amazon_com_neuron.*"}'
+NEURON_REQUESTS = 'kube_pod_container_resource_requests{resource=~"aws_amazon_com_neuron.*"}'
+# Time per output token, newest name first: vLLM 0.11 renamed it (the old name is hidden in 0.12, gone in 0.13).
+TPOT = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
 
 # ---- PromQL building blocks ----------------------------------------------------------------------
 
@@ -123,34 +132,92 @@ class DigestQueries:
         return " or ".join(f'label_replace({expr}, "stat", "{name}", "", "")' for name, expr in parts.items())
 
     # -- accelerator utilization: DCGM for GPUs, neuron-monitor for Neuron (ratio → percent) ------------
+    #
+    # DCGM's series name the GPU's pod (`pod` or `exported_pod`), and so can a neuron-monitor that runs
+    # inside the model server's pod. neuron-monitor as its DaemonSet runs it labels its series with the
+    # EC2 instance only (`instance_id`, `neuroncore`, …; what scraping adds names the DaemonSet's pod):
+    # those reach a pod through its node (`kube_node_info{provider_id="aws:///<zone>/<instance-id>"}`),
+    # each pod there that requests `aws.amazon.com/neuron*` taking the share of the node it requested.
+    # Per pod its own series win where both exist (`or`), so a core is never counted twice, and the
+    # Neuron figures join the owners once per statistic, as the GPU ones do.
 
-    def _accel(self, fn: Callable[[str, float, float], str]) -> str:
-        """fn(metric, scale to percent, idle threshold in the metric's unit) per accelerator kind."""
-        idle = self.s.idle_util_pct
-        gpu = fn("DCGM_FI_DEV_GPU_UTIL", 1, idle)
-        neuron = fn("neuroncore_utilization_ratio", 100, idle / 100)
+    def _instances(self, window: bool) -> str:
+        """(node, instance_id) = 1 per EKS node; over the window (`@ end()`) or at each instant."""
+        info = 'kube_node_info{provider_id=~"aws:///.+"}'
+        if window:
+            info = f"max_over_time({info}[{self.W}] @ end())"
+        return (f'max by (node, instance_id) (label_replace({info}, "instance_id", "$1", "provider_id", '
+                '"aws:///[^/]*/(.+)"))')
+
+    def _by_node(self, agg: str, expr: str, window: bool) -> str:
+        """expr over neuron-monitor's per-core series, aggregated per node."""
+        return f"{agg} by (node) (({expr}) * on (instance_id) group_left (node) {self._instances(window)})"
+
+    def _neuron_shares(self, window: bool) -> str:
+        """(namespace, pod, node) = the pod's share of the Neuron resources requested on its node.
+
+        Over the window the share is of the requests summed over the steps, so a pod that held a node
+        for half the day takes half of what the node did that day.
+        """
+        req = NEURON_REQUESTS if not window else f"sum_over_time({NEURON_REQUESTS}[{self.WS}])"
+        pods = f"sum by (namespace, pod, node) ({req})"
+        return f"({pods} / on (node) group_left () sum by (node) ({pods}))"
+
+    def _neuron(self, agg: str, own: str, from_node: str) -> str:
+        """agg by (namespace, deployment) of per-pod Neuron figures (each labelled namespace, pod)."""
+        return (f"{agg} by (namespace, deployment) (({own} or {from_node}) "
+                f"* on (namespace, pod) group_left (deployment) {self.owner})")
+
+    def _neuron_window(self, template: str) -> str:
+        """A sum over the window: a pod's own series, else its share of its node's (template takes {m})."""
+        own = f"sum by (namespace, pod) ({_norm(template.format(m=NEURON_UTIL))})"
+        node = self._by_node("sum", template.format(m=NEURON_UTIL), True)
+        from_node = f"sum by (namespace, pod) ({node} * on (node) group_right () {self._neuron_shares(True)})"
+        return self._neuron("sum", own, from_node)
+
+    def _neuron_now(self) -> str:
+        """Per deployment at one instant: the mean over its pods of their cores' mean utilization, in percent
+        (a pod without series of its own: its node's cores)."""
+        own = f"avg by (namespace, pod) ({_norm(f'100 * {NEURON_UTIL}')})"
+        node = self._by_node("avg", f"100 * {NEURON_UTIL}", False)
+        pods = f"group by (namespace, pod, node) ({NEURON_REQUESTS})"
+        from_node = f"max by (namespace, pod) ({node} * on (node) group_right () {pods})"
+        return self._neuron("avg", own, from_node)
+
+    @staticmethod
+    def _util(gpu: str, neuron: str) -> str:
+        """One statistic per (namespace, deployment, accelerator)."""
         return (f'(label_replace({gpu}, "accelerator", "gpu", "", "") or '
                 f'label_replace({neuron}, "accelerator", "neuron", "", ""))')
 
+    def _gpu_now(self) -> str:
+        return f"avg by (namespace, deployment) ({self.join(f'1 * {GPU_UTIL}')})"
+
     def util_now(self) -> str:
-        return self._accel(lambda m, scale, _: self.join(f"{scale:g} * {m}"))
+        """Per (namespace, deployment, accelerator): the mean utilization now, in percent."""
+        return self._util(self._gpu_now(), self._neuron_now())
 
     def q_util(self) -> str:
-        by = "by (namespace, deployment, accelerator)"
         ws = self.WS
+        idle = self.s.idle_util_pct
 
-        def per_series(template: str) -> str:
-            return f"sum {by} ({self._accel(lambda m, scale, thr: self.join(template.format(m=m, s=scale, t=thr)))})"
+        def window(template: str) -> str:
+            """template takes {m} (metric), {s} (scale to percent), {t} (the idle threshold in its unit)."""
+            gpu = self.by_dep("sum", template.format(m=GPU_UTIL, s="1", t=f"{idle:g}"))
+            return self._util(gpu, self._neuron_window(template.replace("{s}", "100").replace(
+                "{t}", f"{idle / 100:g}")))
+
+        def p95(expr: str) -> str:
+            return f"quantile_over_time(0.95, ({expr})[{ws}])"
 
         return self.stats({
-            "sum": per_series("{s:g} * sum_over_time({m}[" + ws + "])"),
-            "samples": per_series("count_over_time({m}[" + ws + "])"),
-            "idle_samples": per_series("sum_over_time(({m} < bool {t:g})[" + ws + "])"),
+            "sum": window("{s} * sum_over_time({m}[" + ws + "])"),
+            "samples": window("count_over_time({m}[" + ws + "])"),
+            "idle_samples": window("sum_over_time(({m} < bool {t})[" + ws + "])"),
             # The deployment's mean at each instant, then its p95 over the window: a joined subquery,
             # one per accelerator kind so that no label is rewritten at every step.
-            "p95": self._accel(lambda m, scale, _: "quantile_over_time(0.95, (avg by (namespace, deployment) "
-                               f"({self.join(f'{scale:g} * {m}')}))[{ws}])"),
-            "now": f"avg {by} ({self.util_now()})",
+            "p95": self._util(p95(self._gpu_now()), p95(self._neuron_now())),
+            "now": self.util_now(),
         })
 
     def q_memory(self) -> str:
@@ -163,17 +230,29 @@ class DigestQueries:
         return self.stats({
             "count": self.by_dep("sum", f"increase({metric}[{self.W}])"),
             "aborted": self.by_dep("sum", f'increase({metric}{{finished_reason="abort"}}[{self.W}])'),
+            # vLLM ≥ 0.11 finishes a request that failed inside the engine with finished_reason="error".
+            "errored": self.by_dep("sum", f'increase({metric}{{finished_reason="error"}}[{self.W}])'),
             "rps_now": self.by_dep("sum", f"rate({metric}[{self.R}])"),
         })
 
-    def q_histogram(self, metric: str, *, now: bool = True, mean: bool = False) -> str:
-        """Buckets summed per deployment; the quantiles are computed here (one query, any quantiles)."""
-        parts = {"window": self.by_dep("sum", f"increase({metric}_bucket[{self.W}])", ", le")}
+    def q_histogram(self, metric: str | tuple[str, ...], *, now: bool = True, mean: bool = False) -> str:
+        """Buckets summed per deployment; the quantiles are computed here (one query, any quantiles).
+
+        `metric` may name a histogram's generations, newest first: each pod's series of the first name
+        it exports are read (`or` per series), so a server exporting both while the old name is
+        deprecated counts once.
+        """
+        names = (metric,) if isinstance(metric, str) else metric
+
+        def first(template: str) -> str:
+            return "(" + " or ".join(template.format(m=name) for name in names) + ")"
+
+        parts = {"window": self.by_dep("sum", first("increase({m}_bucket[" + self.W + "])"), ", le")}
         if now:
-            parts["now"] = self.by_dep("sum", f"rate({metric}_bucket[{self.R}])", ", le")
+            parts["now"] = self.by_dep("sum", first("rate({m}_bucket[" + self.R + "])"), ", le")
         if mean:
-            parts["sum"] = self.by_dep("sum", f"increase({metric}_sum[{self.W}])")
-            parts["count"] = self.by_dep("sum", f"increase({metric}_count[{self.W}])")
+            parts["sum"] = self.by_dep("sum", first("increase({m}_sum[" + self.W + "])"))
+            parts["count"] = self.by_dep("sum", first("increase({m}_count[" + self.W + "])"))
         return self.stats(parts)
 
     def q_queue(self) -> str:
@@ -216,13 +295,21 @@ class DigestQueries:
             "sum", f"(max_over_time({metric}[{self.W}]) - min_over_time({metric}[{self.W}]))")})
 
     def q_inventory(self) -> str:
-        req = 'kube_pod_container_resource_requests{resource=~"nvidia_com_gpu|aws_amazon_com_neuron.*"}'
-        node_type = ('max by (node, instance_type) (label_replace(kube_node_labels, "instance_type", "$1", '
-                     '"label_node_kubernetes_io_instance_type", "(.+)"))')
+        req = ACCELERATOR_REQUESTS
+        # kube_node_labels carries the instance type only where kube-state-metrics allow-lists the label
+        # (--metric-labels-allowlist=nodes=[node.kubernetes.io/instance-type]); a default install has no
+        # such series, or one with `node` alone. Nodes it does not type are listed by name ("placed"),
+        # and the digest reads their type from the Kubernetes API's Node labels.
+        node_type = ('max by (node, instance_type) (label_replace(label_replace(kube_node_labels, '
+                     '"instance_type", "$1", "label_beta_kubernetes_io_instance_type", "(.+)"), '
+                     '"instance_type", "$1", "label_node_kubernetes_io_instance_type", "(.+)"))')
+        typed = ('(kube_node_labels{label_node_kubernetes_io_instance_type!=""} or '
+                 'kube_node_labels{label_beta_kubernetes_io_instance_type!=""})')
         return self.stats({
             "devices": self.by_dep("sum", req, ", resource"),
             "typed": f"sum by (namespace, deployment, resource, instance_type) "
                      f"({self.join(req)} * on (node) group_left (instance_type) {node_type})",
+            "placed": f"sum by (namespace, deployment, resource, node) ({self.join(req)} unless on (node) {typed})",
             # Σ requested devices over the steps; × step hours here (exact, unlike a rounded factor in PromQL).
             "device_steps": self.by_dep("sum", f"sum_over_time({req}[{self.WS}])", ", resource"),
         })
@@ -255,7 +342,7 @@ def promql(settings: QuerySettings, scope: Key | None = None) -> dict[str, str]:
         "requests": q.q_requests(),
         "e2e": q.q_histogram("vllm:e2e_request_latency_seconds"),
         "ttft": q.q_histogram("vllm:time_to_first_token_seconds"),
-        "tpot": q.q_histogram("vllm:time_per_output_token_seconds", now=False, mean=True),
+        "tpot": q.q_histogram(TPOT, now=False, mean=True),
         "queue": q.q_queue(),
         "kv": q.q_kv(),
         "preemptions": q.q_preemptions(),

@@ -14,28 +14,45 @@ The modules, each importing only those above it:
 * `manifests`: values, object references, labels and apply order (no cluster involved).
 * `api`: ReleaseApi, the kind-agnostic Kubernetes API; missing operators; Secrets.
 * `changes`: what a deploy changes (plan, diff), applying and deleting a release's objects.
+* `removal`: deleting objects and waiting until they are really gone (finalizers, Foreground GC).
+* `shared`: the upstream chart's fixed-name ConfigMaps that every release of a framework shares.
 * `status`: the releases of a namespace and the rollout watch.
 
 This package only re-exports their public names, so callers import from `ops.releases`.
 """
 
 from ops.releases.api import APPLY_PATCH, OPERATORS, ApiResource, MissingApi, ReleaseApi, check_apis, put_secret
-from ops.releases.changes import Change, apply_all, delete_all, diff, owned_objects, plan
+from ops.releases.changes import (
+    Change,
+    apply_all,
+    autoscalers,
+    delete_all,
+    diff,
+    hand_over_replicas,
+    kinds_of,
+    owned_objects,
+    plan,
+)
 from ops.releases.manifests import (
+    AUTOSCALER_KINDS,
     KIND_ORDER,
     MANAGER,
     OWNED_KINDS,
     PRESET_ANNOTATION,
     RELEASE_LABEL,
     REVISION_LABEL,
+    SHARED_CONFIGMAPS,
     WORKLOAD_KINDS,
     ObjectRef,
+    is_shared,
     ordered,
     release_values,
     set_path,
     stamp,
     typed,
+    without_replicas_under_autoscaler,
 )
+from ops.releases.removal import Removal, holding, remove
 from ops.releases.status import (
     Problem,
     Progress,
@@ -52,6 +69,16 @@ from ops.releases.status import (
 
 __all__ = [
     "APPLY_PATCH",
+    "AUTOSCALER_KINDS",
+    "SHARED_CONFIGMAPS",
+    "Removal",
+    "autoscalers",
+    "hand_over_replicas",
+    "holding",
+    "is_shared",
+    "kinds_of",
+    "remove",
+    "without_replicas_under_autoscaler",
     "KIND_ORDER",
     "MANAGER",
     "OPERATORS",

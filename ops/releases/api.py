@@ -121,22 +121,31 @@ class ReleaseApi:
     def get(self, ref: ObjectRef) -> dict[str, Any] | None:
         return self.request(f"read {ref.key}", "GET", self.path(ref))
 
-    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+    def apply(self, obj: Mapping[str, Any], *, manager: str = MANAGER) -> dict[str, Any]:
         ref = ObjectRef.of(obj)
         # force: the bot owns these fields; a hand edit in between is overwritten, as a re-deploy should.
         got = self.request(f"apply {ref.key}", "PATCH", self.path(ref), body=dict(obj), content_type=APPLY_PATCH,
-                           query=[("fieldManager", MANAGER), ("force", "true")])
+                           query=[("fieldManager", manager), ("force", "true")])
         return got or {}
 
-    def delete(self, ref: ObjectRef) -> bool:
-        """True when it was there (deleted now), False when it was already gone."""
+    def delete(self, ref: ObjectRef, policy: str = "Foreground",
+               preconditions: Mapping[str, str] | None = None) -> str | None:
+        """Start deleting: the uid of what was there ("" if the server did not say), None when it was
+        already gone. The object may still be readable afterwards (ops/releases/removal.py waits).
+        With `preconditions` a 409 (the object changed) is raised, not retried: the caller decides again."""
         try:
             path = self.path(ref)
         except MissingApi:
-            return False  # the API is gone, so is the object
-        return self.request(f"delete {ref.key}", "DELETE", path,
-                            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"},
-                            content_type="application/json") is not None
+            return None  # the API is gone, so is the object
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": policy}
+        if preconditions:
+            body["preconditions"] = dict(preconditions)
+        answer = self.request(f"delete {ref.key}", "DELETE", path, body=body, content_type="application/json",
+                              retry=not preconditions)
+        if answer is None:
+            return None
+        # The object itself while something holds it; a Status with details.uid once it is gone.
+        return str((answer.get("metadata") or {}).get("uid") or (answer.get("details") or {}).get("uid") or "")
 
     def list_labelled(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         served = self.resources_of(api_version)

@@ -10,7 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ops.releases.api import ReleaseApi
-from ops.releases.manifests import OWNED_KINDS, RELEASE_LABEL, REVISION_LABEL, ObjectRef, kind_rank
+from ops.releases.manifests import (
+    MANAGER,
+    OWNED_KINDS,
+    RELEASE_LABEL,
+    REVISION_LABEL,
+    ObjectRef,
+    autoscaled,
+    is_shared,
+    kind_rank,
+    shared_manager,
+)
 
 
 @dataclass(frozen=True)
@@ -75,20 +85,66 @@ def plan(api: ReleaseApi, objects: Sequence[Mapping[str, Any]], previous: Iterab
     return changes
 
 
-def apply_all(api: ReleaseApi, objects: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [api.apply(obj) for obj in objects]
+def apply_all(api: ReleaseApi, objects: Sequence[Mapping[str, Any]], release: str = "") -> list[dict[str, Any]]:
+    """Apply in order; a shared object under the release's own field manager (ops/releases/shared.py)."""
+    return [api.apply(obj, manager=shared_manager(release)) if release and is_shared(ObjectRef.of(obj))
+            else api.apply(obj) for obj in objects]
+
+
+def autoscalers(api: ReleaseApi, namespace: str, release: str) -> list[dict[str, Any]]:
+    """The release's live autoscalers as apply configurations: a re-deploy keeps them (and so leaves
+    the replicas they own alone)."""
+    found = []
+    for api_version, kind in (("autoscaling/v2", "HorizontalPodAutoscaler"), ("keda.sh/v1alpha1", "ScaledObject")):
+        for obj in api.list_labelled(api_version, kind, namespace, f"{RELEASE_LABEL}={release}"):
+            meta = obj.get("metadata") or {}
+            labels = {k: v for k, v in (meta.get("labels") or {}).items() if k != REVISION_LABEL}
+            found.append({"apiVersion": api_version, "kind": kind,
+                          "metadata": {"name": meta.get("name"), "namespace": namespace, "labels": labels},
+                          "spec": obj.get("spec") or {}})
+    return found
+
+
+HANDOVER_MANAGER = f"{MANAGER}-handover-to-autoscaler"
+
+
+def hand_over_replicas(api: ReleaseApi, objects: Sequence[Mapping[str, Any]]) -> None:
+    """Before an apply that leaves `spec.replicas` out (an autoscaler owns it), apply the live number
+    under a second field manager, as the server-side apply docs describe for handing a field to
+    another owner: otherwise the server removes the field the bot stops applying, and the workload
+    falls back to its default of 1 replica."""
+    targets = autoscaled(objects)
+    for obj in objects:
+        ref = ObjectRef.of(obj)
+        if (ref.kind, ref.name) not in targets or "replicas" in (obj.get("spec") or {}):
+            continue
+        live = api.get(ref)
+        replicas = ((live or {}).get("spec") or {}).get("replicas")
+        if replicas is not None:
+            api.apply({"apiVersion": ref.api_version, "kind": ref.kind,
+                       "metadata": {"name": ref.name, "namespace": ref.namespace}, "spec": {"replicas": replicas}},
+                      manager=HANDOVER_MANAGER)
 
 
 def delete_all(api: ReleaseApi, refs: Iterable[ObjectRef]) -> list[ObjectRef]:
-    """Delete in reverse apply order (autoscalers first, Services last); returns what existed."""
+    """Start deleting in reverse apply order (autoscalers first, Services last); returns what existed.
+    The objects may still be there when this returns: `removal.remove` also waits for them to go."""
     doomed = sorted(refs, key=lambda r: (kind_rank(r.kind), r.name), reverse=True)
-    return [ref for ref in doomed if api.delete(ref)]
+    return [ref for ref in doomed if api.delete(ref) is not None]
 
 
-def owned_objects(api: ReleaseApi, namespace: str, release: str) -> list[ObjectRef]:
-    """Every object in the namespace labelled as this release's (of the kinds a release may own)."""
+def kinds_of(manifests: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(apiVersion, kind) of each kind among `manifests`, in first-seen order."""
+    return list(dict.fromkeys((str(o.get("apiVersion", "")), str(o.get("kind", ""))) for o in manifests))
+
+
+def owned_objects(api: ReleaseApi, namespace: str, release: str,
+                  kinds: Iterable[tuple[str, str]] = ()) -> list[ObjectRef]:
+    """Every object in the namespace labelled as this release's: of the kinds any release may own, and of
+    `kinds` (what the release's stored revisions rendered: an Ingress or a ConfigMap a preset enables).
+    Shared objects (manifests.SHARED_CONFIGMAPS) carry no release label, so they are not among them."""
     found = []
-    for api_version, kind in OWNED_KINDS:
+    for api_version, kind in dict.fromkeys([*OWNED_KINDS, *kinds]):
         for obj in api.list_labelled(api_version, kind, namespace, f"{RELEASE_LABEL}={release}"):
             found.append(ObjectRef(api_version, kind, namespace, obj["metadata"]["name"]))
     return found

@@ -26,6 +26,14 @@ OWNED_KINDS = (("v1", "Service"), ("apps/v1", "Deployment"), ("leaderworkerset.x
                ("ray.io/v1", "RayService"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
                ("keda.sh/v1alpha1", "ScaledObject"))
 WORKLOAD_KINDS = ("Deployment", "LeaderWorkerSet", "RayService")
+AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")
+
+# ConfigMaps the upstream chart renders under a fixed name, whatever the release is called: every
+# release of that framework in a namespace uses the same one. They are stamped as shared (no release
+# label; one annotation per release that uses them) and deleted only with their last user.
+SHARED_CONFIGMAPS = frozenset({"ray-vllm-serve", "triton-model-repository", "diffusers-serve", "fluentbit-config"})
+SHARED_LABEL = "infer-bot.io/shared"
+USER_ANNOTATION_PREFIX = "users.infer-bot.io/"  # + release name: this release uses the shared object
 
 
 # ---- values --------------------------------------------------------------------------------------
@@ -100,8 +108,42 @@ class ObjectRef:
         return ObjectRef(data["apiVersion"], data["kind"], data.get("namespace", ""), data["name"])
 
 
+def is_shared(ref: ObjectRef) -> bool:
+    return ref.kind == "ConfigMap" and ref.api_version == "v1" and ref.name in SHARED_CONFIGMAPS
+
+
+def shared_manager(release: str) -> str:
+    """The field manager a release applies shared objects with: one per release, so that one release's
+    apply never drops another's annotation (server-side apply removes what a manager stops applying)."""
+    return f"{MANAGER}-{release}"[:128]
+
+
 def kind_rank(kind: str) -> int:
     return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+
+
+def autoscaled(objects: Iterable[Mapping[str, Any]]) -> set[tuple[str, str]]:
+    """(kind, name) of each workload an autoscaler among `objects` drives (KEDA's default kind: Deployment)."""
+    targets = set()
+    for obj in objects:
+        if obj.get("kind") in AUTOSCALER_KINDS:
+            target = (obj.get("spec") or {}).get("scaleTargetRef") or {}
+            targets.add((str(target.get("kind") or "Deployment"), str(target.get("name") or "")))
+    return targets
+
+
+def without_replicas_under_autoscaler(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The objects with `spec.replicas` left out of each workload an autoscaler among them targets: the
+    HPA or KEDA owns that number, and an apply that set it would undo the autoscaler's choice."""
+    objects = list(objects)
+    targets = autoscaled(objects)
+    out = []
+    for obj in objects:
+        if obj.get("kind") in WORKLOAD_KINDS and (obj["kind"], ObjectRef.of(obj).name) in targets \
+                and "replicas" in (obj.get("spec") or {}):
+            obj = {**obj, "spec": {k: v for k, v in obj["spec"].items() if k != "replicas"}}
+        out.append(obj)
+    return out
 
 
 def ordered(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -117,6 +159,12 @@ def stamp(objects: Iterable[Mapping[str, Any]], *, release: str, revision: int, 
         meta = obj.setdefault("metadata", {})
         if obj.get("kind") not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
             meta["namespace"] = namespace
+        if is_shared(ObjectRef.of(obj)):
+            labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in (RELEASE_LABEL, REVISION_LABEL)}
+            meta["labels"] = {**labels, SHARED_LABEL: "true", "app.kubernetes.io/managed-by": MANAGER}
+            meta["annotations"] = {**(meta.get("annotations") or {}), USER_ANNOTATION_PREFIX + release: "in-use"}
+            out.append(obj)
+            continue
         labels = meta.get("labels") or {}
         labels.update({RELEASE_LABEL: release, REVISION_LABEL: str(revision),
                        "app.kubernetes.io/managed-by": MANAGER})

@@ -8,6 +8,7 @@ The modules, each importing only those above it:
 * `runner`: the binary (argument lists, timeouts, `-json` streaming), diagnostics, errors, outputs
   and the ApplyTracker that follows an apply's events.
 * `workspace`: one cluster's workspace folder: module copy, init, plan, verify, apply.
+* `stages`: a staged apply (`-target` after `-target`, then everything) checked against the reviewed plan.
 
 This package only re-exports their public names, so callers import from `ops.terraform`.
 """
@@ -25,7 +26,8 @@ from ops.terraform.runner import (
     TerraformError,
     masked_outputs,
 )
-from ops.terraform.variables import Variable, declared_variables
+from ops.terraform.stages import Deviation, Stage, difference, first_step, is_address, stages, unreviewed
+from ops.terraform.variables import Variable, declared_blocks, declared_variables
 from ops.terraform.workspace import (
     BOT_DIR,
     STALE_PLAN_SUMMARY,
@@ -44,17 +46,25 @@ __all__ = [
     "VARS_FILE",
     "ApplyResult",
     "ApplyTracker",
+    "Deviation",
     "Diagnostic",
     "Output",
     "PlanSummary",
     "SavedPlan",
+    "Stage",
     "StalePlan",
     "StateLocked",
     "Terraform",
     "TerraformError",
     "Variable",
     "Workspace",
+    "declared_blocks",
     "declared_variables",
+    "difference",
+    "first_step",
+    "is_address",
     "masked_outputs",
+    "stages",
+    "unreviewed",
     "workspace_exists",
 ]

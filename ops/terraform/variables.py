@@ -87,6 +87,34 @@ def declared_variables(module: Path) -> dict[str, Variable]:
     return dict(sorted(out.items()))
 
 
+def declared_blocks(module: Path) -> set[tuple[str, str]]:
+    """The module calls and managed resources a root module declares: ("module", "eks") for
+    `module "eks"`, ("aws_vpc", "main") for `resource "aws_vpc" "main"` (what a `-target` may name)."""
+    if not module.is_dir():
+        raise OpsError(f"the Terraform root module `{module}` is not a folder; check `terraform.root`.")
+    found: set[tuple[str, str]] = set()
+    for path in sorted(p for p in module.iterdir() if p.is_file() and p.name.endswith((".tf", ".tf.json"))):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OpsError(f"cannot read `{path}`: {exc}") from None
+        if path.name.endswith(".json"):
+            try:
+                doc = json.loads(text)
+            except ValueError as exc:
+                raise OpsError(f"`{path}` is not valid JSON: {exc}") from None
+            doc = doc if isinstance(doc, dict) else {}
+            found |= {("module", n) for n in (doc.get("module") or {})}
+            found |= {(t, n) for t, named in (doc.get("resource") or {}).items() for n in (named or {})}
+            continue
+        for kind, labels, _ in _blocks(text):
+            if kind == "module" and len(labels) == 1:
+                found.add(("module", labels[0]))
+            elif kind == "resource" and len(labels) == 2:
+                found.add((labels[0], labels[1]))
+    return found
+
+
 def _is_override(path: Path) -> bool:
     stem = path.name.removesuffix(".json").removesuffix(".tf")
     return stem == "override" or stem.endswith("_override")
@@ -103,15 +131,19 @@ def _json_variables(text: str, path: Path) -> Iterator[tuple[str, dict[str, Any]
             yield name, attrs if isinstance(attrs, dict) else {}
 
 
-def _hcl_variables(text: str) -> Iterator[tuple[str, dict[str, str]]]:
+def _blocks(text: str) -> Iterator[tuple[str, list[str], str]]:
+    """(block type, labels, body) of every top-level block."""
     for statement in _statements(text):
         head = _BLOCK_HEAD.match(statement)
-        if head is None or head.group(1) != "variable":
+        if head is not None:
+            labels = [quoted or bare for quoted, bare in _LABEL.findall(head.group(2))]
+            yield head.group(1), labels, statement[head.end(): statement.rfind("}")]
+
+
+def _hcl_variables(text: str) -> Iterator[tuple[str, dict[str, str]]]:
+    for kind, labels, body in _blocks(text):
+        if kind != "variable" or len(labels) != 1:
             continue
-        labels = [quoted or bare for quoted, bare in _LABEL.findall(head.group(2))]
-        if len(labels) != 1:
-            continue
-        body = statement[head.end(): statement.rfind("}")]
         attrs = {}
         for inner in _statements(body):
             attribute = _ATTRIBUTE.fullmatch(inner)

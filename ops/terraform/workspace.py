@@ -17,7 +17,7 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -76,13 +76,26 @@ def _files(base: Path, *, skip: Path | None = None) -> dict[str, Path]:
 class Workspace:
     """One cluster's Terraform workspace folder under `workdir` (see the module docstring)."""
 
-    def __init__(self, tf: Terraform, root: Path, workdir: Path, name: str) -> None:
+    def __init__(self, tf: Terraform, root: Path, workdir: Path, name: str, *,
+                 var_files: Sequence[Path] = ()) -> None:
         self.tf = tf
         self.root = root
         self.workdir = workdir
         self.name = name
         self.path = workdir / name
         self.bot_dir = self.path / BOT_DIR
+        # Absolute paths. One inside the root module is given as its copy in the workspace (as
+        # install.sh copies the module beside blueprint.tfvars); one outside is read where it is.
+        self.var_files = tuple(var_files)
+
+    def _var_file_args(self) -> list[str]:
+        args = []
+        for path in self.var_files:
+            try:
+                args.append(f"-var-file={self.path / path.relative_to(self.root)}")
+            except ValueError:
+                args.append(f"-var-file={path}")
+        return args
 
     # ---- preparing ---------------------------------------------------------------------------
 
@@ -129,17 +142,21 @@ class Workspace:
         inputs |= {f"workspace/{rel}": _sha256(p) for rel, p in _files(self.path).items()}
         if vars_file is not None:
             inputs["plan vars"] = _sha256(vars_file) if vars_file.is_file() else "missing"
+        for path in self.var_files:
+            if not path.is_relative_to(self.root):
+                inputs[f"var file {path}"] = _sha256(path) if path.is_file() else "missing"
         return inputs
 
     # ---- plan ----------------------------------------------------------------------------------
 
     def plan(self, plan_id: str, *, vars: Mapping[str, Any] | None, destroy: bool = False, sync: bool = True,
-             on_event: Callable[[dict[str, Any]], None] | None = None) -> SavedPlan:
+             target: str | None = None, on_event: Callable[[dict[str, Any]], None] | None = None) -> SavedPlan:
         """Plan into a saved file and summarise it.
 
-        `vars` are given to this plan only (`-var-file`), so planning never changes what another
-        plan waiting for approval was made from; None plans with the workspace's own files (a drift
-        check). `sync` refreshes the module copy from the root module first.
+        `vars` are given to this plan only (`-var-file`, after the configured var files), so planning
+        never changes what another plan waiting for approval was made from; None plans with the
+        workspace's own files (a drift check). `sync` refreshes the module copy from the root module
+        first. `target` plans one stage of a staged apply (`-target`).
         """
         self.path.mkdir(parents=True, exist_ok=True)
         self.bot_dir.mkdir(mode=0o700, exist_ok=True)
@@ -153,13 +170,20 @@ class Workspace:
         saved_vars = dict(vars) if vars is not None else None
         args = ["plan", "-input=false", "-json", "-detailed-exitcode", "-lock-timeout=0s",
                 f"-out={pdir / 'plan.tfplan'}"]
+        args += self._var_file_args()
         vars_file = None
         if saved_vars is not None:
             vars_file = pdir / "vars.tfvars.json"
             vars_file.write_text(json.dumps(saved_vars, indent=2, sort_keys=True), encoding="utf-8")
             args.append(f"-var-file={vars_file}")
+        elif self.var_files and (self.path / VARS_FILE).is_file():
+            # Given again after the var files: what the bot applied last wins over them, as it did then
+            # (terraform reads *.auto.tfvars.json before any -var-file).
+            args.append(f"-var-file={self.path / VARS_FILE}")
         if destroy:
             args.append("-destroy")
+        if target is not None:
+            args.append(f"-target={target}")
         before = self._inputs(vars_file)
         diagnostics: list[Diagnostic] = []
 
@@ -206,12 +230,19 @@ class Workspace:
 
     # ---- apply ---------------------------------------------------------------------------------
 
-    def verify(self, saved: SavedPlan, *, max_age: timedelta, now: datetime | None = None) -> None:
+    def changed_inputs(self, saved: SavedPlan) -> str:
+        """Which files the saved plan was made from changed since ("" when none did)."""
+        current = self._inputs(saved.vars_file if saved.vars is not None else None)
+        return _changed(saved.inputs, current) if current != saved.inputs else ""
+
+    def verify(self, saved: SavedPlan, *, max_age: timedelta, now: datetime | None = None,
+               inputs: bool = True) -> None:
         """Refuse (StalePlan) unless the saved plan is young enough and everything it was made from
         is as it was then. The state is Terraform's to check: it refuses a plan whose state moved on.
 
         (Terraform applies the configuration saved inside the plan file, so what runs is what was
-        reviewed either way; this makes sure it is still what the workspace says should be.)"""
+        reviewed either way; this makes sure it is still what the workspace says should be.)
+        `inputs=False` leaves the files to the caller: a staged run checks them before every stage."""
         age = (now or datetime.now(UTC)) - saved.created_at
         if age > max_age:
             raise StalePlan(f"this plan was made {minutes(age.total_seconds())} ago and plans older than "
@@ -220,10 +251,10 @@ class Workspace:
         if not saved.plan_file.is_file() or _sha256(saved.plan_file) != saved.plan_sha256:
             raise StalePlan("the saved plan file is gone or differs from the one reviewed; nothing was changed. "
                             "A new plan is needed.")
-        current = self._inputs(saved.vars_file if saved.vars is not None else None)
-        if current != saved.inputs:
+        changed = self.changed_inputs(saved) if inputs else ""
+        if changed:
             raise StalePlan(f"workspace `{self.name}` changed after this plan was made "
-                            f"({_changed(saved.inputs, current)}); nothing was changed. A new plan is needed.")
+                            f"({changed}); nothing was changed. A new plan is needed.")
 
     def apply(self, saved: SavedPlan, *, on_progress: Callable[[ApplyTracker], None] | None = None) -> ApplyResult:
         """Apply exactly the saved plan file; progress is reported on every event and tick."""

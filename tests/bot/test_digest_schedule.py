@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +15,7 @@ from bot.scheduler import period_key
 from ops.cron import make_trigger, parse_crontab
 from tests.support.botproc import BOT_TOKEN, Database
 from tests.support.prometheus import main_dataset
+from tests.support.waiting import wait_until
 
 SATURDAY_NOON = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -91,8 +92,9 @@ def two_replicas(tmp_path):
             runtime.close()
 
 
-def test_two_schedulers_post_one_digest_per_channel_and_slot(two_replicas):
+def test_two_schedulers_post_one_digest_per_channel_and_slot(two_replicas, caplog):
     runtimes, slack, db = two_replicas
+    caplog.set_level(logging.INFO, logger="bot.scheduler")
     job = "config:0:" + CHANNEL
     assert all(r.scheduler.next_run(job) is not None for r in runtimes)
     barrier = threading.Barrier(2)
@@ -106,16 +108,20 @@ def test_two_schedulers_post_one_digest_per_channel_and_slot(two_replicas):
         t.start()
     for t in threads:
         t.join()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not db.rows("SELECT * FROM digest_posts WHERE status = 'posted'"):
-        time.sleep(0.1)
-    time.sleep(1.5)  # the loser has had time to post too, if it were going to
+    wait_until(lambda: db.rows("SELECT * FROM digest_posts WHERE status = 'posted'"), timeout=30,
+               what="a digest posted")
+    # The loser's run ends at its refused claim, which it logs: after that line it cannot post.
+    lost = wait_until(lambda: [r for r in caplog.records if r.name == "bot.scheduler"
+                               and r.getMessage().startswith(f"digest for {CHANNEL} at ")
+                               and r.getMessage().endswith("another process has it")],
+                      what="the other replica's lost claim")
     posts = db.rows("SELECT * FROM digest_posts")
     assert len(posts) == 1 and posts[0]["status"] == "posted", posts
     top_level = [m for m in slack.messages(CHANNEL) if m.get("thread_ts") in (None, m["ts"])]
     assert len(top_level) == 1 and top_level[0]["ts"] == posts[0]["ts"]
     # The slot is the schedule's 09:00 Paris of today or yesterday, in UTC: the same key in both.
     assert posts[0]["period"].endswith("T08:00Z")
+    assert {r.getMessage() for r in lost} == {f"digest for {CHANNEL} at {posts[0]['period']}: another process has it"}
     assert {p["claimed_by"] for p in posts} <= {r.scheduler.id for r in runtimes}
 
 
@@ -156,10 +162,8 @@ def test_many_channels_at_the_same_time_post_in_parallel_from_one_build(tmp_path
             for index, channel in enumerate(channels):
                 scheduler.fire_now(f"config:{index}:{channel}")
             db = Database(url)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and len(db.rows(
-                    "SELECT * FROM digest_posts WHERE status = 'posted'")) < len(channels):
-                time.sleep(0.1)
+            wait_until(lambda: len(db.rows("SELECT * FROM digest_posts WHERE status = 'posted'")) >= len(channels),
+                       timeout=60, what="every channel's digest posted")
         finally:
             runtime.close()
         assert len(db.rows("SELECT * FROM digest_posts WHERE status = 'posted'")) == len(channels)
@@ -176,7 +180,7 @@ def test_many_channels_at_the_same_time_post_in_parallel_from_one_build(tmp_path
     assert server.queries_logged() - before == len(QUERIES)  # one build for all twenty
 
 
-def test_a_bot_started_within_the_misfire_grace_posts_the_digest_it_missed(tmp_path):
+def test_a_bot_started_within_the_misfire_grace_posts_the_digest_it_missed(tmp_path, caplog):
     """Restarted 5 minutes after a digest's time: posted now. 20 minutes after (grace 15 min): tomorrow."""
     _, server = main_dataset()
     now = datetime.now(UTC)
@@ -191,13 +195,17 @@ def test_a_bot_started_within_the_misfire_grace_posts_the_digest_it_missed(tmp_p
     with LocalSlack(bot_token=BOT_TOKEN) as slack:
         settings = Settings(infer_bot_database_url=url, slack_api_url=slack.api_url, slack_bot_token=BOT_TOKEN)
         runtime = build_runtime(config, settings, client=make_client(settings))
+        caplog.set_level(logging.INFO, logger="bot.scheduler")
         try:
-            runtime.start_scheduler()
+            scheduler = runtime.start_scheduler()
+            # The catch-up pass is over when start returns; what it left for C0LATE20 is its next
+            # regular run, tomorrow. So once the one late run is posted, no run of C0LATE20 is due.
+            late = [r.args[0] for r in caplog.records if r.name == "bot.scheduler"
+                    and r.getMessage().endswith("posting it now")]
+            tomorrow = scheduler.next_run("config:1:C0LATE20")
             db = Database(url)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not db.rows("SELECT * FROM digest_posts WHERE status = 'posted'"):
-                time.sleep(0.1)
-            time.sleep(1.0)  # the other one has had time to post, were it going to
+            wait_until(lambda: db.rows("SELECT * FROM digest_posts WHERE status = 'posted'"), timeout=30,
+                       what="the late digest posted")
         finally:
             runtime.close()
         [post] = db.rows("SELECT * FROM digest_posts")
@@ -205,3 +213,5 @@ def test_a_bot_started_within_the_misfire_grace_posts_the_digest_it_missed(tmp_p
         assert [m["ts"] for m in slack.messages("C0LATE05") if "thread_ts" not in m or m["thread_ts"] == m["ts"]] == [
             post["ts"]]
         assert slack.messages("C0LATE20") == []
+        assert late == ["C0LATE05"]
+        assert tomorrow == too_late.replace(second=0, microsecond=0) + timedelta(days=1)

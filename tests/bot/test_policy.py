@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.config import ClusterConfig, Config, Roles
-from bot.policy import GroupCache, Policy
+from bot.policy import GroupCache, Policy, needs_admin
 
 
 def policy(groups: dict[str, list[str]] | None = None, **cluster) -> tuple[Policy, ClusterConfig]:
@@ -52,3 +52,9 @@ def test_destroy_always_needs_two_approvals():
     p, c = policy({}, approvals=0)
     assert p.approvals_needed(c, "scale") == 0
     assert p.approvals_needed(c, "destroy") == 2
+
+
+def test_a_destroy_needs_an_admin_among_its_approvers_and_a_scale_does_not():
+    p, _ = policy({})
+    assert needs_admin("destroy") and not needs_admin("scale") and not needs_admin("provision")
+    assert p.is_admin("UADMIN") and not p.is_admin("UAPP") and not p.is_admin("USTRANGER")

@@ -3,7 +3,10 @@ and a second live replica never steals an operation that its owner is still runn
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import yaml
 
 from tests.support.botproc import Database
 from tests.support.slack import APPROVER, OPERATOR, card_for, op_id_of, text_of
@@ -19,11 +22,21 @@ def test_killed_bot_leaves_an_interrupted_operation_reported_in_its_thread(make_
     op_id = int(op_id_of(card))
     first.click("op_approve", str(op_id), user=APPROVER)
     wait_until(lambda: db.operation(op_id)["status"] == "running", what="operation running")
+    first_lease_end = _aware(db.operation(op_id)["lease_until"])
+    lease = timedelta(seconds=yaml.safe_load(first.config_path.read_text())["operations"]["lease_seconds"])
 
     # A second replica on the same database, started while the first one is alive and renewing its
     # lease, must leave the operation alone: "running when I started" is not "abandoned".
     second = make_bot(cluster={"rollout_timeout_seconds": 600})
-    time.sleep(7)  # longer than the 5 s lease
+    # What proves it: the owner's renewal, in the database, made a second or more after its first
+    # lease would have run out. The second replica sweeps for abandoned operations every poll
+    # (0.2 s; the sweep that reports the operation interrupted below), so by then several of its
+    # sweeps have met an operation whose first lease was over.
+    def renewed_past_first_term() -> bool:
+        op = db.operation(op_id)
+        return op["status"] != "running" or _aware(op["lease_until"]) >= first_lease_end + timedelta(seconds=1) + lease
+
+    wait_until(renewed_past_first_term, what="the owner's lease renewed past its first term")
     assert db.operation(op_id)["status"] == "running"
 
     first.kill()
@@ -43,3 +56,9 @@ def test_killed_bot_leaves_an_interrupted_operation_reported_in_its_thread(make_
     third.click("op_approve", op_id_of(nxt), user=APPROVER)
     slack.wait_for(lambda c: c.params.get("thread_ts") == nxt.response["ts"] and "Succeeded" in text_of(c),
                    timeout=30)
+
+
+def _aware(value: Any) -> datetime:
+    """A timestamp column read with plain SQL: SQLite gives back naive UTC text, PostgreSQL a datetime."""
+    at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

@@ -91,3 +91,21 @@ def test_socket_mode_runs_the_same_pipeline(tmp_path, kube, slack, socket_server
         assert "missing argument: replicas" in ack["payload"]["text"]  # refusals ride on the ack
     finally:
         bot.stop()
+
+
+def test_socket_mode_publishes_the_home_tab_on_app_home_opened(tmp_path, kube, slack, socket_server):
+    from tests.support.config import base_config
+
+    slack.socket_mode_url = socket_server.url
+    bot = BotProcess(tmp_path, base_config(kube.write_kubeconfig(tmp_path / "kubeconfig")), slack,
+                     f"sqlite:///{tmp_path / 'bot.sqlite3'}")
+    bot.start(socket_mode=True, ready=lambda: socket_server.connection is not None)
+    try:
+        body, _ = bot.requests.app_home_opened(user_id=APPROVER)
+        ack = socket_server.send("events_api", json.loads(body))
+        assert not ack.get("payload")  # events are acknowledged without a response payload
+        tab = slack.wait_for(lambda c: c.method == "views.publish" and c.params.get("user_id") == APPROVER)
+        assert tab.ok and tab.params["view"]["type"] == "home"
+        assert "qwen" in json.dumps(tab.params["view"]["blocks"])
+    finally:
+        bot.stop()

@@ -77,6 +77,105 @@ def test_concurrent_approvals_from_many_threads_approve_once(store):
     assert store.get(op.id).status == "approved"
 
 
+def new_destroy(store: Store, approvals: int = 2):
+    return store.create_operation(kind="destroy", cluster="prod", namespace="default", target="prod",
+                                  params={}, plan={"change": "destroy 4"}, requested_by="UREQ", channel_id="C1",
+                                  approvals_needed=approvals, ttl=timedelta(hours=1), lock_key="terraform:prod")
+
+
+def test_a_destroy_needs_an_admin_by_the_policys_rule_and_a_scale_does_not(store):
+    assert new_destroy(store).admin_needed
+    assert not new_op(store).admin_needed
+
+
+def test_approver_first_then_admin_approves(store):
+    op = new_destroy(store)
+    first = store.approve(op.id, "UAPP", admin=False)
+    assert (first.outcome, first.approvals) == (ApproveOutcome.RECORDED, 1)
+    assert store.admin_approvers(op.id) == []
+    assert store.approve(op.id, "UADMIN", admin=True).outcome is ApproveOutcome.APPROVED
+    assert store.get(op.id).status == "approved"
+    assert (store.approvers(op.id), store.admin_approvers(op.id)) == (["UAPP", "UADMIN"], ["UADMIN"])
+
+
+def test_admin_first_then_approver_approves(store):
+    op = new_destroy(store)
+    assert store.approve(op.id, "UADMIN", admin=True).outcome is ApproveOutcome.RECORDED
+    assert store.approve(op.id, "UAPP", admin=False).outcome is ApproveOutcome.APPROVED
+    assert store.get(op.id).status == "approved"
+
+
+def test_two_non_admins_leave_the_last_slot_to_an_admin(store):
+    op = new_destroy(store)
+    assert store.approve(op.id, "UAPP", admin=False).outcome is ApproveOutcome.RECORDED
+    second = store.approve(op.id, "UAPP2", admin=False)
+    assert (second.outcome, second.approvals) == (ApproveOutcome.NEEDS_ADMIN, 1)
+    assert store.get(op.id).status == "pending_approval"
+    assert store.approvers(op.id) == ["UAPP"]  # the refused approval was not recorded
+    refused = [e for e in store.audit_tail(10) if e.operation_id == op.id and e.outcome == "refused"]
+    assert [(e.actor, e.action) for e in refused] == [("UAPP2", "approve")]
+    assert "needs an admin's approval" in refused[0].detail
+    assert store.approve(op.id, "UADMIN", admin=True).outcome is ApproveOutcome.APPROVED
+
+
+def test_non_admins_fill_at_most_n_minus_one_slots(store):
+    op = new_destroy(store, approvals=3)
+    assert store.approve(op.id, "UAPP", admin=False).outcome is ApproveOutcome.RECORDED
+    assert store.approve(op.id, "UAPP2", admin=False).outcome is ApproveOutcome.RECORDED
+    assert store.approve(op.id, "UAPP3", admin=False).outcome is ApproveOutcome.NEEDS_ADMIN
+    assert store.approve(op.id, "UADMIN", admin=True).outcome is ApproveOutcome.APPROVED
+
+
+def test_two_admins_satisfy_the_rule(store):
+    op = new_destroy(store)
+    assert store.approve(op.id, "UADMIN", admin=True).outcome is ApproveOutcome.RECORDED
+    assert store.approve(op.id, "UADMIN2", admin=True).outcome is ApproveOutcome.APPROVED
+
+
+def test_an_admin_clicking_twice_counts_once(store):
+    op = new_destroy(store)
+    assert store.approve(op.id, "UADMIN", admin=True).outcome is ApproveOutcome.RECORDED
+    assert store.approve(op.id, "UADMIN", admin=True).outcome is ApproveOutcome.ALREADY
+    assert store.get(op.id).status == "pending_approval"
+    assert store.approve(op.id, "UAPP", admin=False).outcome is ApproveOutcome.APPROVED
+
+
+def test_an_operation_that_needs_an_admin_is_never_approved_by_policy_alone(store):
+    op = store.create_operation(kind="destroy", cluster="prod", namespace="default", target="prod", params={},
+                                plan={}, requested_by="UREQ", channel_id="C1", approvals_needed=0,
+                                ttl=timedelta(hours=1))
+    assert store.approve_by_policy(op.id) is None
+    assert store.approve(op.id, "UAPP", admin=False).outcome is ApproveOutcome.NEEDS_ADMIN
+    assert store.approve(op.id, "UADMIN", admin=True).outcome is ApproveOutcome.APPROVED
+
+
+def test_concurrent_non_admin_clicks_never_approve_without_an_admin(store):
+    """Two replicas, many approvers at once: the slot kept for the admin is never given away."""
+    op = new_destroy(store, approvals=3)
+    results: list[ApproveOutcome] = []
+
+    def click(user: str, admin: bool) -> None:
+        results.append(store.approve(op.id, user, admin=admin).outcome)
+
+    threads = [threading.Thread(target=click, args=(f"UAPP{i % 6}", False)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.get(op.id).status == "pending_approval"
+    assert len(store.approvers(op.id)) == 2 and store.admin_approvers(op.id) == []
+    assert results.count(ApproveOutcome.RECORDED) == 2
+    threads = [threading.Thread(target=click, args=(user, admin))
+               for user, admin in [("UADMIN", True), ("UAPP9", False)] * 6]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(ApproveOutcome.APPROVED) == 1
+    assert store.get(op.id).status == "approved"
+    assert store.admin_approvers(op.id) == ["UADMIN"] and "UAPP9" not in store.approvers(op.id)
+
+
 def test_expired_operation_cannot_be_approved(store):
     op = new_op(store, ttl=-1)
     assert store.approve(op.id, "UA").outcome is ApproveOutcome.EXPIRED
@@ -89,7 +188,8 @@ def test_claim_runs_once_and_queues_behind_a_held_lock(store):
     claimed, queued = store.claim(WORKER, lease, KINDS)
     assert claimed.id == first.id and queued is None
     claimed, queued = store.claim("w2", lease, KINDS)
-    assert claimed is None and queued.id == second.id and queued.result == f"queued behind #{first.id}"
+    assert claimed is None and queued.id == second.id
+    assert queued.result == f"queued behind #{first.id} (scale of `q`); it starts when that finishes"
     assert store.claim("w2", lease, KINDS) == (None, None)
     assert store.finish(first, WORKER, "succeeded", "done")
     assert store.get(second.id).status == "approved"  # the lock is free again

@@ -17,7 +17,7 @@ from bot.sandbox.slack.webapi import LocalSlack, block_kit_errors
 from tests.support.binaries import needs_helm
 from tests.support.botproc import BOT_TOKEN, Database
 from tests.support.cluster import model
-from tests.support.prometheus import closed_port, main_dataset
+from tests.support.prometheus import closed_port, main_dataset, node_api, put_nodes
 from tests.support.slack import APPROVER, CHANNEL, OPERATOR, VIEWER, card_for, op_id_of, text_of
 from tests.support.waiting import wait_until
 
@@ -77,8 +77,10 @@ def test_metrics_of_one_deployment_is_ephemeral_with_its_numbers(make_bot, slack
     assert slack.calls_to("chat.postMessage") == []  # nothing public
 
 
-def test_digest_now_posts_headline_chart_in_thread_and_reports_a_dead_prometheus(make_bot, slack, prom, tmp_path):
-    _, server = prom
+def test_digest_now_posts_headline_chart_in_thread_and_reports_a_dead_prometheus(make_bot, slack, kube, prom,
+                                                                                 tmp_path):
+    dataset, server = prom
+    put_nodes(kube, dataset)  # the nodes the model servers run on: their instance types price them
     kubeconfig = str(tmp_path / "kubeconfig")
     bot = make_bot(clusters=[
         {"name": "dev", "kubeconfig": kubeconfig, "prometheus_url": server.url, "approvals": 1},
@@ -93,6 +95,9 @@ def test_digest_now_posts_headline_chart_in_thread_and_reports_a_dead_prometheus
     positions = [shown.index(f"*{name}* · dev/") for name in names]
     assert positions == sorted(positions) and "sorted by cost" in shown
     assert "*neuron-llama* · dev/default · `inf2.xlarge` × 1 Neuron" in shown and "Neuron util 50 % mean" in shown
+    # Σ devices × 24 h × price per device: 3 + 1 g5.xlarge, 2 g5.2xlarge, 2 g6.xlarge, 1 inf2.xlarge.
+    assert "*Cost*\n$211.58/day" in shown
+    assert "*neuron-llama* · dev/default · `inf2.xlarge` × 1 Neuron · *$18.20/day*" in shown
     assert "Accelerator utilization" in shown and "target 70 %" in shown
     assert ":warning: *eu*: no data" in shown and "connection refused" in shown
     assert "busy-qwen" in shown and "idle-llama" in shown
@@ -109,23 +114,30 @@ def test_digest_now_posts_headline_chart_in_thread_and_reports_a_dead_prometheus
 
 @pytest.fixture
 def runtime_on(tmp_path, prom):
-    """A bot runtime (no HTTP server) whose client talks to the given local Slack; closed afterwards."""
+    """A bot runtime (no HTTP server) whose client talks to the given local Slack; closed afterwards.
+
+    Its cluster's API holds the nodes the data set's model servers run on (their instance types price
+    them) and nothing else.
+    """
     from bot.app import build_runtime, make_client
     from bot.config import parse_config
 
-    _, server = prom
+    dataset, server = prom
     made = []
+    with node_api(dataset, tmp_path) as (_, emulator):
+        kubeconfig = str(emulator.write_kubeconfig(tmp_path / "runtime-kubeconfig"))
 
-    def make(slack: LocalSlack, **config):
-        cfg = parse_config({"clusters": [{"name": "dev", "prometheus_url": server.url}], **config}, "test")
-        settings = Settings(infer_bot_database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
-                            slack_api_url=slack.api_url, slack_bot_token=BOT_TOKEN)
-        made.append(build_runtime(cfg, settings, client=make_client(settings)))
-        return made[-1]
+        def make(slack: LocalSlack, **config):
+            cluster = {"name": "dev", "prometheus_url": server.url, "kubeconfig": kubeconfig}
+            cfg = parse_config({"clusters": [cluster], **config}, "test")
+            settings = Settings(infer_bot_database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+                                slack_api_url=slack.api_url, slack_bot_token=BOT_TOKEN)
+            made.append(build_runtime(cfg, settings, client=make_client(settings)))
+            return made[-1]
 
-    yield make
-    for runtime in made:
-        runtime.close()
+        yield make
+        for runtime in made:
+            runtime.close()
 
 
 def test_posting_honours_one_message_per_second_per_channel(runtime_on):
@@ -215,12 +227,13 @@ def test_apply_of_a_cheaper_instance_redeploys_the_release_through_approval(make
     from ops.helm import BUNDLED_CHART
     from tests.support.prometheus import shared
 
-    _, server = shared("solo", lambda: dataset_at([
+    dataset, server = shared("solo", lambda: dataset_at([
         Case("solo", "g5.2xlarge", 1, util=5.0, fb_used=4000, fb_free=20576, rps=0.1, running=0.2, kv=(0.05, 0.05)),
         Case("handmade", "g5.2xlarge", 1, util=5.0, fb_used=4000, fb_free=20576, rps=0.1, running=0.2,
              kv=(0.05, 0.05))]))
     for i, instance in enumerate(("g5.2xlarge", "g6.xlarge")):
         kube.put(node({"name": f"node-{instance}-{i}", "instance_type": instance, "gpus": 1}))
+    put_nodes(kube, dataset)  # where the metrics say solo and handmade run: g5.2xlarge
     kube.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-token", "namespace": "default"},
               "type": "Opaque", "data": {"token": "aGZfdGVzdA=="}})
     kube.put(model("handmade"))  # installed by hand: advice, but no button

@@ -29,6 +29,8 @@ def test_sandbox_digest_shows_real_numbers_suggestions_and_apply_goes_through_ap
     assert "*Cost*: $48.29/day" in digest and "*Worst latency*: 30.0 s p95 · `qwen3-1-7b-vllm`" in digest
     assert "clusters: sandbox :white_check_mark: · 14 PromQL queries" in digest
     assert "p50/p95/p99 14.4 s / 30.0 s / 31.6 s" in digest and "GPU util 6 % mean" in digest
+    # The seed's servers are of both vLLM generations (0.10.2 and 0.11): each shows its TPOT.
+    assert "TPOT 120 ms" in digest and "TPOT 60 ms" in digest
     assert "*Scale qwen3-1-7b-vllm 1 → 2*" in digest and "[Apply → :click suggestion_apply 1]" in digest
     assert "llama-32-1b-vllm: a cheaper instance would do" in digest and "`g6.xlarge`" in digest
     assert "(file: Accelerator utilization and p95 latency, last 24 h)" in digest  # the chart, in the thread

@@ -44,7 +44,12 @@ def test_a_hundred_clicks_over_three_replicas_scale_once(make_bot, slack, kube, 
     assert codes == [200] * 100
     slack.wait_for(lambda c: c.params.get("thread_ts") == card.response["ts"] and "Succeeded" in text_of(c),
                    timeout=60)
-    time.sleep(1)  # let any (wrong) second execution show itself
+    # Every click has had its answer (one approved it, the others were told it was decided already) and
+    # the operation is over with its lock released: nothing is left that could run it a second time.
+    wait_until(lambda: len([c for c in slack.calls_to("chat.postEphemeral") if f"#{op_id} is already" in text_of(c)])
+               == 99, timeout=60, what="the other 99 clicks answered")
+    assert db.operation(int(op_id))["status"] == "succeeded"
+    assert db.rows("SELECT count(*) AS n FROM locks")[0]["n"] == 0
     patches = [r for r in kube.requests if r[0] == "PATCH" and r[1].endswith("/deployments/qwen/scale")]
     assert len(patches) == 1
     actions = Counter(r["action"] for r in db.audit(int(op_id)))
@@ -116,15 +121,18 @@ def test_a_scheduled_digest_is_posted_once_by_three_replicas(make_bot, slack, ku
     urls = {"C0DIGESTPG": postgres.new_database(), "C0DIGESTSQ": f"sqlite:///{tmp_path / 'shared.sqlite3'}"}
     # The first minute boundary at least 20 s ahead, so all replicas are up when it fires.
     slot = (datetime.now(UTC) + timedelta(seconds=80)).replace(second=0, microsecond=0)
+    bots = {}
     for channel, url in urls.items():
         digests = [{"channel": channel, "cron": f"{slot.minute} {slot.hour} * * *", "timezone": "UTC"}]
-        for _ in range(3):
-            make_bot(database_url=url, digests=digests)
+        bots[channel] = [make_bot(database_url=url, digests=digests) for _ in range(3)]
     for channel, url in urls.items():
         db = Database(url)
         wait_until(lambda db=db: db.rows("SELECT status FROM digest_posts WHERE status <> 'claimed'"),
                    timeout=max(0, (slot - datetime.now(UTC)).total_seconds()) + 40, what=f"the digest in {channel}")
-    time.sleep(2)  # let any (wrong) second post show itself
+        # The other two replicas tried the same slot and stood down: each says so in its log.
+        lost = f"digest for {channel} at {slot.strftime('%Y-%m-%dT%H:%MZ')}: another process has it"
+        wait_until(lambda channel=channel, lost=lost: sum(lost in b.log() for b in bots[channel]) == 2,
+                   what=f"the other replicas standing down in {channel}")
     for channel, url in urls.items():
         posts = [c for c in slack.calls_to("chat.postMessage")
                  if c.params.get("channel") == channel and not c.params.get("thread_ts")]
@@ -150,7 +158,8 @@ def test_a_queued_terraform_run_starts_exactly_once_across_replicas(make_bot, sl
     replicas[0].click("op_approve", op_id_of(second), user=APPROVER, message_ts=second.response["ts"])
     slack.wait_for(lambda c: c.params.get("thread_ts") == second.response["ts"] and "Succeeded" in text_of(c),
                    timeout=60)
-    time.sleep(1)
+    # The workspace's lock released and every operation in its final state: nothing can start again.
+    wait_until(lambda: db.rows("SELECT count(*) AS n FROM locks")[0]["n"] == 0, what="the workspace's lock released")
     kinds = [(r["kind"], r["status"]) for r in db.rows("SELECT kind, status FROM operations ORDER BY id")]
     assert kinds == [("plan", "succeeded"), ("provision", "succeeded")] * 2
     started = db.rows("SELECT operation_id FROM audit_log WHERE action = 'started'")

@@ -8,7 +8,7 @@ from bot.sandbox.slack.webapi import block_kit_errors
 from handlers.digest_blocks import APPLY_ACTION, metrics_message, render_digest, sparkline
 from ops.charts import Line, render_png
 from ops.digest import ClusterSource, build
-from tests.support.prometheus import closed_port, main_dataset
+from tests.support.prometheus import closed_port, main_dataset, node_api
 
 G5, G5_2X, G6, INF2 = 1.006, 1.212, 0.8048, 0.7582  # ops/data/instances.yaml, us-west-2, per device
 
@@ -22,9 +22,12 @@ EXPECTED_RULES = {
 
 
 @pytest.fixture(scope="module")
-def digest():
+def digest(tmp_path_factory):
+    # A default install: the instance types (and so the cost) come from the cluster's Node objects.
     dataset, server = main_dataset()
-    return build([ClusterSource("dev", server.url), ClusterSource("eu", closed_port())], dataset.end)
+    with node_api(dataset, tmp_path_factory.mktemp("nodes")) as (cluster, _):
+        return build([ClusterSource("dev", server.url, kube=cluster), ClusterSource("eu", closed_port())],
+                     dataset.end)
 
 
 def by_name(d):

@@ -29,8 +29,9 @@ SMART_QUOTES = "\u201c\u201d\u201e\u201f\u2018\u2019\u201a\u201b"
 CONTRACT_VERBS = {
     "help", "clusters", "models", "status", "deploy", "scale", "autoscale", "undeploy", "rollback",
     "test", "metrics", "provision", "destroy", "drift", "digest", "approvals", "ops", "audit", "secret",
+    "schedule", "unschedule",
 }
-RELEASE_VERBS = {"status", "scale", "autoscale", "undeploy", "rollback", "test", "metrics", "deploy"}
+RELEASE_VERBS = {"status", "scale", "autoscale", "undeploy", "rollback", "test", "metrics", "deploy", "schedule"}
 
 
 def cmd(verb, *args, cluster=None, sets=None, **options):
@@ -64,6 +65,7 @@ VALID = [
     ("HELP Scale", cmd("help", "scale")),
     ("clusters", cmd("clusters")),
     ("clusters cluster=dev", cmd("clusters", cluster="dev")),
+    ("clusters dev", cmd("clusters", "dev", cluster="dev")),
     ("models", cmd("models")),
     ("approvals", cmd("approvals")),
     ("ops cluster=prod", cmd("ops", cluster="prod")),
@@ -137,6 +139,12 @@ VALID = [
     ("audit 5", cmd("audit", "5")),
     ("audit 200", cmd("audit", "200")),
     ("secret hf-token", cmd("secret", "hf-token")),
+    (
+        'schedule qwen replicas=0 cron="0 20 * * 1-5" tz=Europe/Paris until=2027-03-31',
+        cmd("schedule", "qwen", replicas="0", cron="0 20 * * 1-5", tz="Europe/Paris", until="2027-03-31"),
+    ),
+    ("schedule list cluster=dev", cmd("schedule", "list", cluster="dev")),
+    ("unschedule 3", cmd("unschedule", "3")),
     ("secret HF-Token", cmd("secret", "hf-token")),
 ]
 
@@ -231,8 +239,12 @@ ERRORS = [
     ("scale qwen", "scale", ["missing argument", "replicas"]),
     ("scale", "scale", ["missing arguments", "name", "replicas"]),
     ("scale qwen 3 4", "scale", ["unexpected argument", "`4`", "name, replicas"]),
-    ("clusters extra", "clusters", ["unexpected argument", "`extra`", "no arguments"]),
+    ("clusters dev extra", "clusters", ["unexpected argument", "`extra`", "takes cluster"]),
+    ("clusters dev cluster=prod", "clusters", ["two clusters given", "`dev`", "`prod`"]),
     ("help scale deploy", "help", ["unexpected argument", "`deploy`"]),
+    ("schedule qwen replicas=0", "schedule", ["missing required option", "`cron=`"]),
+    ('schedule list replicas=0', "schedule", ["`schedule list` takes only `cluster=`", "`replicas=`"]),
+    ("unschedule", "unschedule", ["missing argument", "id"]),
     ("undeploy", "undeploy", ["missing argument", "name"]),
     ("test", "test", ["missing arguments", "name", "prompt"]),
     ("test qwen", "test", ["missing argument", "prompt"]),
@@ -423,7 +435,7 @@ def test_verbs_match_the_contract():
         assert ("namespace" in spec.option_keys) == (name in RELEASE_VERBS)
         assert spec.set_prefix == {"deploy": "set.", "provision": "var."}.get(name)
         for key in spec.option_keys:
-            if key != "cluster" or "<cluster>" not in spec.usage:
+            if key != "cluster" or not {"<cluster>", "[cluster]"} & set(spec.usage.split()):
                 assert f"{key}=" in spec.usage, (name, key)
         if spec.set_prefix:
             assert spec.set_prefix in spec.usage
@@ -566,6 +578,13 @@ def commands(draw, max_replicas=20):
     if spec.name == "autoscale":
         low, high = sorted((int(options["min"]), int(options["max"])))
         options["min"], options["max"] = str(low), str(max(high, 1))
+    if spec.name == "schedule":  # `schedule list` takes no options; a schedule needs replicas= and cron=
+        if args[0] == "list":
+            options = {}
+        else:
+            options.setdefault("replicas", draw(value_strategy(spec.options["replicas"].value, max_replicas)))
+            options.setdefault("cron", draw(CRON))
+            options = {key: options[key] for key in spec.options if key in options}
     applicable = spec.applicable_args(args[0] if args else None)
     cluster = next((v for a, v in zip(applicable, args, strict=False) if a.value.kind is Kind.CLUSTER), None)
     if cluster is None:

@@ -9,13 +9,37 @@ from pathlib import Path
 import yaml
 
 from bot.sandbox.operators import CRDS
-from ops.helm import BUNDLED_CHART
 from tests.support.binaries import HELM, needs_helm
+from tests.support.charts import chart_with_shared_configmap
+from tests.support.prometheus import main_dataset
 from tests.support.slack import ADMIN, APPROVER, OPERATOR, card_for, op_id_of, text_of
 
 pytestmark = needs_helm
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "infer-bot"
+
+# A user preset that turns on the chart's Ingress: a kind beyond the workload and its Service.
+PUBLIC_PRESET = """\
+preset:
+  description: Qwen3 1.7B behind an Ingress
+  params_billion: 2.03
+  precision: bf16
+  instance: g6.xlarge
+values:
+  model: Qwen/Qwen3-1.7B
+  inference:
+    serviceName: public
+    accelerator: gpu
+    framework: vllm
+    modelServer:
+      image:
+        repository: public.ecr.aws/deep-learning-containers/vllm
+        tag: 0.10.2-gpu-py312-ec2
+  ingress:
+    enabled: true
+    hosts:
+      - host: chat.example.com
+"""
 
 
 def helm(*args: str) -> str:
@@ -55,6 +79,10 @@ def test_chart_lints_and_renders_a_safe_deployment():
     config = yaml.safe_load(objs["ConfigMap/bot-config"]["data"]["config.yaml"])
     assert config["slack"]["command"] == "/infer"
     assert "ServiceMonitor/bot" not in rendered()
+    extra = rendered("rbac.presetResources[0].apiGroups[0]=monitoring.coreos.com",
+                     "rbac.presetResources[0].resources[0]=podmonitors")["ClusterRole/bot"]["rules"]
+    assert {"apiGroups": ["monitoring.coreos.com"], "resources": ["podmonitors"],
+            "verbs": ["get", "list", "patch", "delete"]} in extra
 
 
 PATH = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)(?:/namespaces/[^/]+)?/(?P<resource>[^/]+)"
@@ -67,13 +95,23 @@ def rbac_verb(method: str, name: str | None, query: dict[str, str]) -> str:
     return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
 
 
-def test_rbac_allows_exactly_what_the_pipeline_calls(make_bot, slack, kube):
+def test_rbac_allows_exactly_what_the_pipeline_calls(make_bot, slack, kube, tmp_path):
     # Everything the bot does today: status, a scale that succeeds, one that fails and is diagnosed,
-    # and the life of releases of every workload kind (with the operators' CRDs installed).
+    # and the life of releases of every workload kind (with the operators' CRDs installed), of a
+    # preset with an Ingress, and of one with upstream's shared ConfigMap (ray-vllm-serve), and a digest
+    # on a default kube-state-metrics (the instance types come from the Node objects).
     for crd in CRDS:
         kube.put(crd)
-    bot = make_bot(cluster={"rollout_timeout_seconds": 3}, chart={"path": str(BUNDLED_CHART)})
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "public-chat.yaml").write_text(PUBLIC_PRESET)
+    chart = chart_with_shared_configmap(tmp_path)
+    _, prometheus = main_dataset()
+    bot = make_bot(cluster={"rollout_timeout_seconds": 3, "prometheus_url": prometheus.url},
+                   chart={"path": str(chart)}, catalog={"presets_dir": str(presets)})
     bot.slash("status", user=OPERATOR)
+    bot.slash("digest now", user=OPERATOR)
+    slack.wait_for(lambda c: c.method == "chat.postMessage" and "Inference digest" in str(c.params.get("text")))
     cards = 0
 
     def approved(command: str, outcome: str = "") -> None:
@@ -94,7 +132,7 @@ def test_rbac_allows_exactly_what_the_pipeline_calls(make_bot, slack, kube):
     approved("rollback a revision=2")  # the card reads the HPA it brings back; the ScaledObject is pruned
     approved("rollback a revision=3")
     approved("undeploy a")
-    for preset, name in (("llama-4-scout-17b-lws-vllm", "l"), ("llama-32-1b-ray-vllm", "r")):
+    for preset, name in (("llama-4-scout-17b-lws-vllm", "l"), ("llama-32-1b-ray-vllm", "r"), ("public-chat", "p")):
         approved(f"deploy {preset} name={name}")
         approved(f"undeploy {name}")
     bot.slash("secret hf-token", user=ADMIN)

@@ -8,12 +8,22 @@ import pytest
 
 from bot.sandbox.metrics_data import Case, dataset_at
 from ops.metrics import QUERIES, QuerySettings, Target, bucket_quantile, collect, promql
-from tests.support.prometheus import CASES, closed_port, main_dataset, shared
+from tests.support.prometheus import (
+    ALLOWLISTED_CASES,
+    CASES,
+    NEURON_CASES,
+    allowlisted_dataset,
+    closed_port,
+    main_dataset,
+    neuron_dataset,
+    shared,
+)
 
 FIELDS = ("accelerator", "instance_type", "devices", "device_hours", "util_mean", "util_p95", "idle_share",
-          "rps_mean", "requests", "abort_share", "queue_mean", "queue_max", "queue_slope_per_hour", "kv_mean",
-          "kv_max", "preemptions", "replicas_desired", "replicas_available", "restarts", "mem_used_mib",
-          "mem_total_mib", "e2e_p50", "e2e_p95", "e2e_p99", "ttft_p95", "tpot_mean")
+          "rps_mean", "requests", "abort_share", "error_share", "failed_share", "queue_mean", "queue_max",
+          "queue_slope_per_hour", "kv_mean", "kv_max", "preemptions", "replicas_desired", "replicas_available",
+          "restarts", "mem_used_mib", "mem_total_mib", "e2e_p50", "e2e_p95", "e2e_p99", "ttft_p95", "tpot_mean",
+          "tpot_p95")
 
 
 @pytest.fixture(scope="session")
@@ -34,14 +44,84 @@ def close(got, want) -> bool:
     return got is not None and math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9)
 
 
+def differences(dataset, got, *, typed: bool = True) -> dict:
+    """Fields whose measured value is not the generator's; without `typed`, instance_type is expected unknown."""
+    want = dataset.expected(got.name)
+    if not typed:
+        want["instance_type"] = None
+    return {f: (getattr(got, f), w) for f, w in want.items() if f in FIELDS and not close(getattr(got, f), w)}
+
+
+def placed_on(dataset, name: str) -> tuple:
+    """(node, accelerators requested there) of a case's pods, as the generator placed them."""
+    nodes: dict[str, float] = {}
+    for p in dataset.placements():
+        if p.case.name == name:
+            nodes[p.node] = nodes.get(p.node, 0.0) + p.case.requests_per_pod
+    return tuple(sorted(nodes.items()))
+
+
 @pytest.mark.parametrize("case", [c.name for c in CASES])
 def test_every_figure_equals_the_generators_value(prom, measured, case):
     dataset, _ = prom
     by_name, _ = measured
     got = by_name[case]
-    wrong = {f: (getattr(got, f), want) for f, want in dataset.expected(case).items() if f in FIELDS
-             and not close(getattr(got, f), want)}
+    # A default install: kube_node_labels has no instance type, so Prometheus alone cannot tell it; the
+    # figures name the nodes instead, where the digest reads it from the Node objects (ops/digest.py).
+    wrong = differences(dataset, got, typed=False)
     assert wrong == {}, f"{case}: (measured, generated) differ for {wrong}"
+    assert got.untyped_nodes == placed_on(dataset, case)
+
+
+@pytest.mark.parametrize("case", [c.name for c in ALLOWLISTED_CASES])
+def test_allowlisted_node_labels_give_the_instance_type_from_prometheus(case):
+    """kube-state-metrics with --metric-labels-allowlist=nodes=[node.kubernetes.io/instance-type]: the series path."""
+    dataset, server = allowlisted_dataset()
+    [cluster] = collect([Target("dev", server.url)], dataset.end)
+    got = {m.name: m for m in cluster.deployments}[case]
+    wrong = differences(dataset, got)
+    assert wrong == {}, f"{case}: (measured, generated) differ for {wrong}"
+    assert got.instance_type == dataset.expected(case)["instance_type"] and got.untyped_nodes == ()
+
+
+def test_neuron_monitor_series_reach_their_deployments_through_the_node():
+    """neuron-monitor's DaemonSet labels cores with the EC2 instance only: kube_node_info's provider_id
+    names the node, and the pods there requesting Neuron cores share it by what they requested."""
+    dataset, server = neuron_dataset()
+    [cluster] = collect([Target("dev", server.url)], dataset.end)
+    by_name = {m.name: m for m in cluster.deployments}
+    # The core busy on a node where no pod requests Neuron belongs to nobody.
+    assert sorted(by_name) == sorted(c.name for c in NEURON_CASES) and cluster.warnings == []
+    for case in NEURON_CASES:
+        wrong = differences(dataset, by_name[case.name], typed=False)
+        assert wrong == {}, f"{case.name}: (measured, generated) differ for {wrong}"
+    a, b = by_name["neuron-a"], by_name["neuron-b"]
+    # The shared node's 6 cores (4 at 90 %, 2 at 5 %) average 370/6 %; neuron-a holds 4/6 of it and all
+    # of its other node (4 cores at 90 %): (4/6·370 + 360) / (4/6·6 + 4) = 75.83 %; idle, its 4/6 of the
+    # shared node's 2 quiet cores: (4/6·2) / 8 = 1/6.
+    assert a.util_mean == pytest.approx((4 / 6 * 370 + 360) / 8) and a.idle_share == pytest.approx(1 / 6)
+    assert a.util_now == pytest.approx(a.util_mean) and a.util_p95 == pytest.approx(a.util_mean)
+    # neuron-b only shares the node: its mean, and 2 of the node's 6 cores below 10 %.
+    assert b.util_mean == pytest.approx(370 / 6) and b.idle_share == pytest.approx(1 / 3)
+    assert (a.accelerator, a.device_resource, a.devices, b.devices) == ("neuron", "aws_amazon_com_neuroncore", 8, 2)
+    assert len(b.util_series) == QuerySettings().chart_points + 1
+    assert all(v == pytest.approx(370 / 6) for _, v in b.util_series)
+
+
+def test_both_vllm_generations_are_read_once_each():
+    """0.11 renamed TPOT (inter_token_latency_seconds) and kept the old name while deprecated; 0.12 has
+    only the new one; errors finish with finished_reason="error" and count as failed."""
+    dataset, server = main_dataset()
+    [cluster] = collect([Target("dev", server.url)], dataset.end)
+    by_name = {m.name: m for m in cluster.deployments}
+    busy, healthy, idle = by_name["busy-qwen"], by_name["healthy-mistral"], by_name["idle-llama"]
+    assert busy.tpot_mean == pytest.approx(0.12) and busy.tpot_p95 == pytest.approx(0.19)  # both names, once
+    assert healthy.tpot_mean == pytest.approx(0.06) and healthy.tpot_p95 == pytest.approx(0.095)  # new name only
+    assert idle.tpot_mean == pytest.approx(0.06)  # 0.10.2: the old name only
+    assert healthy.error_share == pytest.approx(0.03) and healthy.abort_share == pytest.approx(0.01)
+    assert healthy.failed_share == pytest.approx(0.04)
+    assert busy.error_share == 0 and busy.failed_share == pytest.approx(0.05)  # 0.11: the reason exists, unused
+    assert idle.error_share is None and idle.failed_share == 0  # 0.10.2 has no such reason: not measured
 
 
 def test_hand_computed_values_spelled_out(measured):
@@ -181,6 +261,13 @@ def test_queries_aggregate_by_deployment_and_accept_both_spellings():
     assert "exported_pod" in text and "exported_namespace" in text
     assert "kube_pod_owner" in text and "kube_replicaset_owner" in text and "@ end()" in text
     assert "by (namespace, deployment" in text
+    queries = promql(QuerySettings())
+    # Both vLLM generations, newest first; neuron-monitor through kube_node_info's provider id.
+    assert queries["tpot"].index("vllm:inter_token_latency_seconds") < queries["tpot"].index(
+        "vllm:time_per_output_token_seconds")
+    assert 'finished_reason="error"' in queries["requests"]
+    assert "kube_node_info" in queries["util"] and "provider_id" in queries["util"]
+    assert "label_node_kubernetes_io_instance_type" in queries["inventory"]
 
 
 def test_gpu_hours_and_cost_do_not_depend_on_when_within_a_step_the_digest_runs(prom):
@@ -218,10 +305,9 @@ def test_leaderworkersets_and_rayservices_are_measured_under_their_own_names(wor
     # Workers count under their LeaderWorkerSet, not as a deployment `scout-0`; Ray pods under the RayService.
     assert sorted(by_name) == ["mistral", "scout", "scout-9"]
     for case in WORKLOAD_CASES:
-        got = by_name[case.name]
-        wrong = {f: (getattr(got, f), want) for f, want in dataset.expected(case.name).items() if f in FIELDS
-                 and not close(getattr(got, f), want)}
+        wrong = differences(dataset, by_name[case.name], typed=False)
         assert wrong == {}, f"{case.name}: (measured, generated) differ for {wrong}"
+        assert by_name[case.name].untyped_nodes == placed_on(dataset, case.name)
     scout = by_name["scout"]
     assert scout.devices == 4 and scout.rps_mean == pytest.approx(0.8)  # 4 GPUs, traffic through 2 leaders
     assert scout.replicas_desired is None  # kube-state-metrics has no LeaderWorkerSet replicas by default

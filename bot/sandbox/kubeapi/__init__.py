@@ -15,7 +15,9 @@ reach the store through :meth:`KubeEmulator.put` and friends, which hop onto tha
 The package is split by concern: ``resources`` and ``errors`` (the catalog's vocabulary),
 ``selectors``, ``patch`` and ``apply`` (pure request semantics), ``store`` and ``watch`` (objects,
 resourceVersion, event history), ``kinds`` (per-kind defaults), and the emulator assembled from
-``core``, ``writes``, ``subresources``, ``discovery`` and ``server``.
+``core``, ``writes`` (deletes with their propagation policies), ``garbage`` (the garbage collector
+that finishes them, asynchronously, as kube-controller-manager's does), ``subresources``,
+``discovery`` and ``server``.
 """
 
 from bot.sandbox.kubeapi.apply import FieldManager, field_set

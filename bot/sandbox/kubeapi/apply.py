@@ -115,10 +115,36 @@ def _previous_apply_fields(obj: Obj | None, manager: str) -> Obj:
     return {}
 
 
+def _others_fields(obj: Obj | None, manager: str) -> Obj:
+    """Every field some other manager owns (any operation, any subresource), as one field set."""
+    owned: Obj = {}
+    for entry in meta_of(obj or {}).get("managedFields") or []:
+        if entry.get("manager") != manager:
+            owned = merge_patch(owned, entry.get("fieldsV1") or {})
+    return owned
+
+
+def _not_owned(dropped: Obj, others: Obj) -> Obj:
+    """The dropped fields nobody else owns: a field another manager also set stays (shared ownership)."""
+    kept: Obj = {}
+    for key, sub in dropped.items():
+        if key not in others:
+            kept[key] = sub
+        elif sub is not None:
+            child = _not_owned(sub, others[key] or {})
+            if child:
+                kept[key] = child
+    return kept
+
+
 def merged_configuration(old: Obj | None, name: str, config: Obj, manager: str) -> tuple[Obj, Obj]:
-    """The object after ``manager`` applies ``config``, and the fields that apply now owns."""
+    """The object after ``manager`` applies ``config``, and the fields that apply now owns.
+
+    A field the manager applied before and leaves out now is removed, unless another manager owns it
+    too: kube-apiserver's documented way to hand a field over (e.g. replicas to an autoscaler)."""
     applied = applied_fields(config)
     base = copy.deepcopy(old) if old is not None else {"metadata": {"name": name}}
     merged = strategic_merge_patch(base, config)
-    _prune(merged, _fields_dropped(_previous_apply_fields(old, manager), applied))
+    dropped = _fields_dropped(_previous_apply_fields(old, manager), applied)
+    _prune(merged, _not_owned(dropped, _others_fields(old, manager)))
     return merged, applied

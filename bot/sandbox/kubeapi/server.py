@@ -111,10 +111,12 @@ class KubeEmulator(Subresources, Discovery):
             await runner.setup()
             await web.SockSite(runner, sock).start()
             self.controller.start()
+            self._gc_soon()  # objects put before the start may have dependents to collect
             started.set_result(None)
             try:
                 await self._stopping.wait()
             finally:
+                self._gc_stop()
                 await self.controller.aclose()
                 self._watches.close_all()
                 await runner.cleanup()
@@ -164,14 +166,16 @@ class KubeEmulator(Subresources, Discovery):
             return [copy.deepcopy(render(rt, item)) for item in items]
 
     def delete(  # type: ignore[override]  # not kmock's HTTP DELETE helper
-        self, api_version: str, kind: str, namespace: str | None, name: str
+        self, api_version: str, kind: str, namespace: str | None, name: str, propagation: str | None = None
     ) -> Obj | None:
-        """Delete an object (its dependents follow); returns its last state, or None if absent."""
+        """Delete an object as a DELETE request with ``propagation`` would (None: Background unless its
+        finalizers say otherwise); returns its last state (still held by finalizers, or as removed),
+        or None if absent."""
 
         def delete_now() -> Obj | None:
             rt = self._type_for_kind(api_version, kind)
             found = self._store.get(rt.key, namespace if rt.namespaced else None, name)
-            return self._delete_object(rt, found) if found is not None else None
+            return self._delete_object(rt, found, propagation) if found is not None else None
 
         result = self._in_loop(delete_now)
         return copy.deepcopy(result) if result is not None else None
@@ -322,7 +326,7 @@ class KubeEmulator(Subresources, Discovery):
         if method == "DELETE":
             self._require_verb(rt, "delete")
             options = request_body(request, "application/json") or {}
-            return 200, self._delete(rt, namespace, name, options, query)
+            return self._delete(rt, namespace, name, options, query)
         raise ApiError(405, f"{method} is not supported on {rt.qualified}")
 
     def _list(self, rt: ResourceType, namespace: str | None, query: Mapping[str, str]) -> Obj:

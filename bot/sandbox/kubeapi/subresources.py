@@ -13,14 +13,14 @@ from aiohttp import web
 
 from bot.sandbox.kubeapi.apply import FieldManager, field_set
 from bot.sandbox.kubeapi.errors import UNKNOWN_RESOURCE, ApiError
+from bot.sandbox.kubeapi.garbage import GarbageCollector
 from bot.sandbox.kubeapi.kinds import ScalePaths, get_path, set_path
 from bot.sandbox.kubeapi.resources import Obj, ResourceType, meta_of, render
 from bot.sandbox.kubeapi.routes import Route, is_dry_run, manager_name, request_body, request_content_type
 from bot.sandbox.kubeapi.selectors import selector_string
-from bot.sandbox.kubeapi.writes import Writes
 
 
-class Subresources(Writes):
+class Subresources(GarbageCollector):
     """The emulator's subresource handlers."""
 
     def _serve_subresource(

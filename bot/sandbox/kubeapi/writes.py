@@ -1,5 +1,5 @@
 """Writes: create, replace, patch, server-side apply and delete, with the bookkeeping kube-apiserver
-does around them (server-owned metadata, generation, managedFields, finalizers, garbage collection)."""
+does around them (server-owned metadata, generation, managedFields, finalizers, propagation policies)."""
 
 from __future__ import annotations
 
@@ -35,9 +35,15 @@ from bot.sandbox.kubeapi.resources import SYSTEM_METADATA, Obj, ResourceType, me
 from bot.sandbox.kubeapi.routes import is_dry_run
 from bot.sandbox.kubeapi.selectors import request_selector
 
+FOREGROUND, BACKGROUND, ORPHAN = "Foreground", "Background", "Orphan"
+FOREGROUND_FINALIZER, ORPHAN_FINALIZER = "foregroundDeletion", "orphan"
+
 
 class Writes(EmulatorCore):
     """The emulator's write paths; the HTTP handlers and the thread-safe API both end here."""
+
+    def _gc_soon(self) -> None:
+        """Wake the garbage collector (garbage.py): an owner went, or waits for its dependents."""
 
     def _create(
         self, rt: ResourceType, namespace: str | None, body: Any, query: Mapping[str, str], manager: str
@@ -110,7 +116,7 @@ class Writes(EmulatorCore):
     ) -> Obj:
         old = self._require(rt, namespace, name)
         candidate = self._checked_body(rt, old, body, name)
-        new = self._as_main_update(rt, old, candidate)
+        new = self._defaulted(rt, self._as_main_update(rt, old, candidate))
         fields = FieldManager(manager, "Update", applied_fields(candidate))
         return render(rt, self._write(rt, new, old, fields, dry_run=is_dry_run(query)))
 
@@ -130,12 +136,19 @@ class Writes(EmulatorCore):
         """A write to the object itself: identity is the server's and status belongs to /status."""
         meta = new.setdefault("metadata", {})
         old_meta = meta_of(old)
-        for field in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp"):
+        identity = ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds")
+        for field in identity:
             if field in old_meta:
                 meta[field] = old_meta[field]
             else:
                 meta.pop(field, None)
         meta.pop("managedFields", None)
+        if old_meta.get("deletionTimestamp"):
+            added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
+            if added:
+                why = ("metadata.finalizers: Forbidden: no new finalizers can be added if the object is being "
+                       f"deleted, found new finalizers {sorted(added)!r}")
+                raise ApiError.invalid(rt, old_meta.get("name", ""), why)
         if "status" in rt.subresources:
             if "status" in old:
                 new["status"] = copy.deepcopy(old["status"])
@@ -216,7 +229,14 @@ class Writes(EmulatorCore):
     def _as_update(self, rt: ResourceType, old: Obj, candidate: Obj, subresource: str | None) -> Obj:
         if subresource == "status":
             return self._as_status_update(old, candidate)
-        return self._as_main_update(rt, old, candidate)
+        return self._defaulted(rt, self._as_main_update(rt, old, candidate))
+
+    def _defaulted(self, rt: ResourceType, new: Obj) -> Obj:
+        # The server defaults on every write, not only on create: a workload whose apply dropped
+        # `replicas` reads back 1. (Other kinds' defaults assign identity, e.g. a clusterIP: create only.)
+        if rt.group == "apps" and not rt.custom:
+            self._apply_defaults(rt, new)
+        return new
 
     @staticmethod
     def _as_status_update(old: Obj, candidate: Obj) -> Obj:
@@ -238,10 +258,12 @@ class Writes(EmulatorCore):
     ) -> Obj:
         """Stamp server-owned metadata and commit, unless nothing changed (then: no event, same rv)."""
         self._stamp(rt, new, old)
-        if old is not None and _without_version(old) == _without_version(new):
-            return old
         if manager is not None:
+            # Before the no-change check: an apply of values already there still makes its manager an
+            # owner (how a field is handed over), though nothing else changes.
             manager.record(new, rt.api_version)
+        if old is not None and _comparable(old) == _comparable(new):
+            return old
         meta = new["metadata"]
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and old is not None:
             return new if dry_run else self._remove(rt, new)
@@ -280,29 +302,36 @@ class Writes(EmulatorCore):
             self._register_crd(obj)
 
     # ----------------------------------------------------------------------------------------------
-    # Deletes and garbage collection
+    # Deletes (the garbage collector that finishes them lives in garbage.py)
     # ----------------------------------------------------------------------------------------------
 
     def _delete(
         self, rt: ResourceType, namespace: str | None, name: str, options: Any, query: Mapping[str, str]
-    ) -> Obj:
+    ) -> tuple[int, Obj]:
         old = self._require(rt, namespace, name)
-        preconditions = (options.get("preconditions") if isinstance(options, dict) else None) or {}
+        opts = options if isinstance(options, dict) else {}
+        preconditions = opts.get("preconditions") or {}
         if preconditions.get("uid") not in (None, meta_of(old).get("uid")):
             raise ApiError.conflict(rt, name)
         _check_version(rt, old, preconditions.get("resourceVersion"))
+        policy = propagation_policy(rt, name, opts, query)
         if is_dry_run(query):
-            return _success_status(rt, old)
-        result = self._delete_object(rt, old)
-        waiting = self._store.get(rt.key, namespace, name) is result  # finalizers hold it back
-        if waiting or rt.custom or (rt.group, rt.kind) in RETURNS_DELETED_OBJECT:
-            return render(rt, result)
-        return _success_status(rt, result)
+            return 200, _success_status(rt, old)
+        result = self._delete_object(rt, old, policy)
+        held = self._store.get(rt.key, namespace, name)
+        if held is not None:
+            # kube-apiserver answers 202 only for the legacy orphanDependents=false; otherwise 200 with
+            # the object, its deletionTimestamp set, finalizers still holding it.
+            return (202 if _orphan_dependents(opts, query) is False else 200), render(rt, held)
+        if rt.custom or (rt.group, rt.kind) in RETURNS_DELETED_OBJECT:
+            return 200, render(rt, result)
+        return 200, _success_status(rt, result)
 
     def _delete_collection(self, rt: ResourceType, namespace: str | None, query: Mapping[str, str]) -> Obj:
         selector = request_selector(rt, namespace, query)
+        policy = propagation_policy(rt, "", {}, query)
         doomed = [obj for obj in self._store.items(rt.key, namespace) if selector.matches(obj)]
-        removed = [obj if is_dry_run(query) else self._delete_object(rt, obj) for obj in doomed]
+        removed = [obj if is_dry_run(query) else self._delete_object(rt, obj, policy) for obj in doomed]
         return {
             "apiVersion": rt.api_version,
             "kind": f"{rt.kind}List",
@@ -310,17 +339,30 @@ class Writes(EmulatorCore):
             "items": [render(rt, obj) for obj in removed],
         }
 
-    def _delete_object(self, rt: ResourceType, obj: Obj) -> Obj:
-        """Delete now, or mark for deletion while finalizers remain (as the API server does)."""
+    def _delete_object(self, rt: ResourceType, obj: Obj, policy: str | None = None) -> Obj:
+        """Delete now, or mark for deletion while finalizers remain (as the API server does).
+
+        Foreground and Orphan are finalizers the garbage collector works off (``foregroundDeletion``,
+        ``orphan``); Background removes the object at once and leaves its dependents to the collector."""
         meta = meta_of(obj)
-        if meta.get("finalizers"):
-            if meta.get("deletionTimestamp"):
-                return obj
-            marked = copy.deepcopy(obj)
-            marked["metadata"]["deletionTimestamp"] = utc_now()
-            marked["metadata"]["deletionGracePeriodSeconds"] = 0
-            return self._write(rt, marked, obj)
-        return self._remove(rt, obj)
+        finalizers = [f for f in meta.get("finalizers") or [] if f not in (FOREGROUND_FINALIZER, ORPHAN_FINALIZER)]
+        if policy == FOREGROUND:
+            finalizers.append(FOREGROUND_FINALIZER)
+        elif policy == ORPHAN:
+            finalizers.append(ORPHAN_FINALIZER)
+        elif policy is None:  # no policy asked for: a second delete keeps what the first one chose
+            finalizers = list(meta.get("finalizers") or [])
+        if not finalizers:
+            return self._remove(rt, obj)
+        if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or []):
+            return obj
+        marked = copy.deepcopy(obj)
+        marked["metadata"]["finalizers"] = finalizers
+        marked["metadata"].setdefault("deletionTimestamp", utc_now())
+        marked["metadata"].setdefault("deletionGracePeriodSeconds", 0)
+        written = self._write(rt, marked, obj)
+        self._gc_soon()
+        return written
 
     def _remove(self, rt: ResourceType, obj: Obj) -> Obj:
         final = self._store.remove(rt.key, obj)
@@ -328,13 +370,12 @@ class Writes(EmulatorCore):
         return final
 
     def _after_remove(self, rt: ResourceType, obj: Obj) -> None:
-        """What the garbage collector and the namespace/CRD controllers do after a delete."""
+        """What the namespace and CRD controllers do after a delete; dependents are the collector's."""
         if (rt.group, rt.kind) == ("apiextensions.k8s.io", "CustomResourceDefinition"):
             self._unregister_crd(obj)
         elif (rt.group, rt.kind) == ("", "Namespace"):
             self._delete_where(lambda other: meta_of(other).get("namespace") == meta_of(obj)["name"])
-        uid = meta_of(obj).get("uid")
-        self._delete_where(lambda other: any(r.get("uid") == uid for r in meta_of(other).get("ownerReferences") or []))
+        self._gc_soon()
 
     def _delete_where(self, doomed: Callable[[Obj], bool]) -> None:
         for key in self._store.resource_keys():
@@ -359,6 +400,31 @@ class Writes(EmulatorCore):
         self._custom.discard((group, plural))
 
 
+def _orphan_dependents(options: Mapping[str, Any], query: Mapping[str, str]) -> bool | None:
+    value = options.get("orphanDependents", query.get("orphanDependents"))
+    if value is None or isinstance(value, bool):
+        return value
+    return str(value).lower() == "true"
+
+
+def propagation_policy(
+    rt: ResourceType, name: str, options: Mapping[str, Any], query: Mapping[str, str]
+) -> str | None:
+    """The DeleteOptions' policy (body or query), the legacy orphanDependents mapped onto it; None
+    when the request names none (the object's own deletion finalizers, else Background, decide)."""
+    policy = options.get("propagationPolicy") or query.get("propagationPolicy")
+    orphan = _orphan_dependents(options, query)
+    if policy and orphan is not None:
+        raise ApiError.invalid(rt, name, "propagationPolicy: Invalid value: orphanDependents and "
+                                         "deletionPropagation cannot be both set")
+    if policy and policy not in (FOREGROUND, BACKGROUND, ORPHAN):
+        raise ApiError.invalid(rt, name, f'propagationPolicy: Unsupported value: "{policy}": supported values: '
+                                         '"Foreground", "Background", "Orphan"')
+    if orphan is not None:
+        return ORPHAN if orphan else BACKGROUND
+    return policy or None
+
+
 def _success_status(rt: ResourceType, obj: Mapping[str, Any]) -> Obj:
     meta = meta_of(obj)
     details = {**rt.details(meta.get("name", "")), "uid": meta.get("uid")}
@@ -376,6 +442,9 @@ def _desired_state(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
 
-def _without_version(obj: Mapping[str, Any]) -> dict[str, Any]:
+def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The object as a no-op write leaves it: resourceVersion and managedFields' timestamps aside."""
     meta = {k: v for k, v in meta_of(obj).items() if k != "resourceVersion"}
+    if "managedFields" in meta:
+        meta["managedFields"] = [{k: v for k, v in e.items() if k != "time"} for e in meta["managedFields"]]
     return {**obj, "metadata": meta}

@@ -1,5 +1,5 @@
-"""What Slack sends to the bot: slash commands and interactivity payloads, signed like Slack signs
-them."""
+"""What Slack sends to the bot: slash commands, interactivity payloads and Events API callbacks, signed
+like Slack signs them."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ class ResponseSlack(Protocol):
 
     def find_message(self, channel: str, ts: str) -> JSONDict | None: ...
 
+    def home_view(self, user_id: str) -> JSONDict | None: ...
+
     def user_profile(self, user_id: str) -> JSONDict: ...
 
     def channel_info(self, channel_id: str) -> JSONDict: ...
@@ -45,6 +47,7 @@ class SlackRequests:
 
     user_agent = "Slackbot 1.0 (+https://api.slack.com/robots)"
     form_content_type = "application/x-www-form-urlencoded"
+    json_content_type = "application/json"
 
     def __init__(
         self,
@@ -198,7 +201,94 @@ class SlackRequests:
         }
         return self._payload_request(payload, timestamp, extra_headers)
 
+    def app_home_opened(
+        self,
+        *,
+        user_id: str,
+        tab: str = "home",
+        event_id: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        timestamp: int | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """The Events API callback Slack sends when ``user_id`` opens the app's Home (or Messages) tab.
+
+        Like Slack, it carries the tab's current ``view`` once one was published for the user.
+        """
+        now = time.time()
+        event: JSONDict = {
+            "type": "app_home_opened",
+            "user": user_id,
+            "channel": f"D{user_id.removeprefix('U')[:10]}",  # the app's DM with the user
+            "tab": tab,
+            "event_ts": f"{now:.6f}",
+        }
+        view = self.response_slack.home_view(user_id) if self.response_slack is not None else None
+        if tab == "home" and view is not None:
+            event["view"] = view
+        return self._event_request(event, event_id, timestamp, extra_headers)
+
+    def home_action(
+        self,
+        action_id: str,
+        value: str,
+        *,
+        user_id: str,
+        extra_headers: Mapping[str, str] | None = None,
+        timestamp: int | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """A click on a button of ``user_id``'s Home tab: the payload names the view, not a channel or a
+        message, and has no response_url (Slack gives none for views)."""
+        view = (self.response_slack.home_view(user_id) if self.response_slack is not None else None) or {
+            "id": "V0HOME", "type": "home", "blocks": []}
+        element, block_id = _find_element(view.get("blocks"), action_id)
+        action: JSONDict = {
+            "action_id": action_id,
+            "block_id": block_id or "b",
+            "value": value,
+            "type": "button",
+            "action_ts": f"{time.time():.6f}",
+        }
+        if element is not None and isinstance(element.get("text"), dict):
+            action["text"] = element["text"]
+        payload: JSONDict = {
+            "type": "block_actions",
+            "user": self._user(user_id),
+            "api_app_id": self.api_app_id,
+            "token": self.verification_token,
+            "container": {"type": "view", "view_id": view.get("id", "")},
+            "trigger_id": self._trigger_id(),
+            "team": {"id": self.team_id, "domain": self.team_domain},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "view": view,
+            "actions": [action],
+        }
+        return self._payload_request(payload, timestamp, extra_headers)
+
     # -- helpers -----------------------------------------------------------------------------
+
+    def _event_request(
+        self, event: JSONDict, event_id: str | None, timestamp: int | None, extra_headers: Mapping[str, str] | None
+    ) -> tuple[bytes, dict[str, str]]:
+        """An ``event_callback`` envelope around ``event``, as JSON (the Events API does not form-encode)."""
+        envelope: JSONDict = {
+            "token": self.verification_token,
+            "team_id": self.team_id,
+            "api_app_id": self.api_app_id,
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{secrets.token_hex(5).upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [{"enterprise_id": None, "team_id": self.team_id, "user_id": "UBOT",
+                                "is_bot": True, "is_enterprise_install": False}],
+            "is_ext_shared_channel": False,
+        }
+        body = json.dumps(envelope, separators=(",", ":")).encode("utf-8")
+        headers = {"Content-Type": self.json_content_type, "User-Agent": self.user_agent}
+        headers.update(self.sign(body, timestamp))
+        headers.update(extra_headers or {})
+        return body, headers
+
 
     def _payload_request(
         self, payload: JSONDict, timestamp: int | None, extra_headers: Mapping[str, str] | None

@@ -36,7 +36,7 @@ class Call:
         """One line for listings: what was asked and how it was answered."""
         outcome = "ok" if self.ok else str(self.response.get("error") or "failed")
         parts = [f"{self.method}{f'[{self.target}]' if self.target else ''}", f"{self.status} {outcome}"]
-        for key in ("channel", "channel_id", "ts", "thread_ts", "user", "usergroup", "trigger_id"):
+        for key in ("channel", "channel_id", "ts", "thread_ts", "user", "user_id", "usergroup", "trigger_id"):
             if self.params.get(key):
                 parts.append(f"{key}={self.params[key]}")
         text = self.params.get("text")

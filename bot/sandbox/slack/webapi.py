@@ -178,6 +178,7 @@ class LocalSlack(Workspace):
             "chat.delete": self._chat_delete,
             "views.open": self._views_open,
             "views.update": self._views_update,
+            "views.publish": self._views_publish,
             "users.info": self._users_info,
             "usergroups.users.list": self._usergroups_users_list,
             "conversations.info": self._conversations_info,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import mimetypes
 import secrets
 import threading
@@ -34,6 +35,11 @@ class Workspace:
 
     #: Slack accepts a trigger_id for views.open for about three seconds after the user acted.
     trigger_ttl: float = 3.0
+    #: views.publish of a home view answers `not_enabled` unless the app's Home tab is on (the manifest's
+    #: features.app_home.home_tab_enabled).
+    home_tab_enabled: bool = True
+    #: Slack refuses a view larger than 250 kB (`view_too_large`).
+    view_max_bytes: int = 250_000
 
     def __init__(self, *, team_id: str, team_domain: str, bot_user_id: str, bot_id: str, app_id: str) -> None:
         self.team_id = team_id
@@ -51,6 +57,7 @@ class Workspace:
         self._messages: dict[str, list[JSONDict]] = {}
         self._ephemerals: list[JSONDict] = []
         self._views: dict[str, JSONDict] = {}
+        self._home_views: dict[str, JSONDict] = {}  # by user: each user has their own Home tab
         self._files: dict[str, FileRecord] = {}
         self._triggers: dict[str, Trigger] = {}
         self._last_ts_us = 0
@@ -90,6 +97,12 @@ class Workspace:
         """Modals opened with views.open, by view id, as last updated."""
         with self._lock:
             return copy.deepcopy(self._views)
+
+    @property
+    def home_views(self) -> dict[str, JSONDict]:
+        """The Home tab each user sees (views.publish), by user id, as last published."""
+        with self._lock:
+            return copy.deepcopy(self._home_views)
 
     @property
     def files(self) -> list[UploadedFile]:
@@ -239,6 +252,36 @@ class Workspace:
         stored = self._view_record(view_id, view, root_view_id=current["root_view_id"])
         self._views[view_id] = stored
         return {"ok": True, "view": copy.deepcopy(stored)}
+
+    def _views_publish(self, params: JSONDict) -> JSONDict:
+        user_id = str(params.get("user_id") or "")
+        if not user_id:
+            return slack_error("invalid_arguments", "[ERROR] missing required field: user_id")
+        view = params.get("view")
+        problems = view_errors(view)
+        if problems:
+            return slack_error("invalid_arguments", *problems)
+        assert isinstance(view, dict)  # view_errors guarantees it
+        if view.get("type") != "home":
+            return slack_error("invalid_arguments", "[ERROR] must be home [json-pointer:/view/type]")
+        if not self.home_tab_enabled:
+            return slack_error("not_enabled")
+        if len(json.dumps(view, separators=(",", ":")).encode()) > self.view_max_bytes:
+            return slack_error("view_too_large")
+        current = self._home_views.get(user_id)
+        given_hash = params.get("hash")
+        if given_hash and current is not None and given_hash != current["hash"]:
+            return slack_error("hash_conflict")
+        view_id = current["id"] if current is not None else self._new_id("V")
+        stored = self._view_record(view_id, view, root_view_id=view_id)
+        self._home_views[user_id] = stored
+        return {"ok": True, "view": copy.deepcopy(stored)}
+
+    def home_view(self, user_id: str) -> JSONDict | None:
+        """The Home tab `user_id` sees now, or None before the first views.publish for them."""
+        with self._lock:
+            view = self._home_views.get(user_id)
+            return copy.deepcopy(view) if view is not None else None
 
     def _users_info(self, params: JSONDict) -> JSONDict:
         user_id = str(params.get("user") or "")

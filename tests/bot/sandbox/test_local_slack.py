@@ -345,7 +345,7 @@ def test_views_open_and_update(slack: LocalSlack, client: WebClient) -> None:
 def test_trigger_ids_expire(slack: LocalSlack, client: WebClient) -> None:
     slack.trigger_ttl = 0.05
     trigger = slack.trigger_id()
-    time.sleep(0.1)
+    time.sleep(0.1)  # the scenario, not a wait for an event: the trigger is used after its TTL
     modal = {"type": "modal", "title": {"type": "plain_text", "text": "T"}, "blocks": []}
     with pytest.raises(SlackApiError, match="expired_trigger_id"):
         client.views_open(trigger_id=trigger, view=modal)
