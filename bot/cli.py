@@ -50,7 +50,8 @@ def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
     from bot.console import run_console
 
     config = None if args.sandbox else _config(settings, args.config)
-    return run_console(config, settings, sandbox=args.sandbox, user=args.user, channel=args.channel)
+    return run_console(config, settings, sandbox=args.sandbox, user=args.user, channel=args.channel,
+                       files_dir=args.files_dir)
 
 
 def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     console.add_argument("--sandbox", action="store_true", help="run against an embedded local sandbox")
     console.add_argument("--user", default=None, help="act as this Slack user id (default: the operator)")
     console.add_argument("--channel", default="C0CONSOLE", help="the channel id commands come from")
+    console.add_argument("--files-dir", default=None,
+                         help="where files the bot uploads (charts, images, plans) are saved "
+                              "(default: $INFER_BOT_FILES_DIR, else <temp>/infer-bot-files)")
     console.set_defaults(func=cmd_console)
 
     digest = sub.add_parser("digest", help="build and post one utilization digest now, then exit")

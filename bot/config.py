@@ -7,6 +7,7 @@ without reading a traceback.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ops.advisor import RULES_BY_ID, THRESHOLD_NAMES
 from ops.cron import parse_crontab
 from ops.errors import OpsError
+from ops.grafana import DEFAULT_DASHBOARD_UID, UID_PATTERN, check_base_url
 from ops.terraform import declared_blocks, declared_variables, first_step, is_address
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -61,6 +63,25 @@ class ClusterConfig(_Strict):
     # Where `/infer test` sends requests; {name} and {namespace} are filled in. Default: the release's
     # Service by in-cluster DNS (the bot runs in the cluster).
     inference_url: str | None = None
+    # Grafana's root URL (sub-path included): digest rows, `/infer metrics` and `/infer status <name>` then
+    # link to the model server's dashboard. Unset: no links.
+    grafana_url: str | None = None
+    # Which dashboard: default the ai-on-eks inference dashboard (ops.grafana.DEFAULT_DASHBOARD_UID). Another
+    # one is linked with the same variables (var-namespace, var-model_name).
+    grafana_dashboard_uid: str = DEFAULT_DASHBOARD_UID
+
+    @field_validator("grafana_url")
+    @classmethod
+    def _grafana_root(cls, value: str | None) -> str | None:
+        return None if value is None else check_base_url(value)
+
+    @field_validator("grafana_dashboard_uid")
+    @classmethod
+    def _grafana_uid(cls, value: str) -> str:
+        if not re.fullmatch(UID_PATTERN, value):
+            raise ValueError(f"{value!r} is not a Grafana dashboard uid (up to 40 letters, digits, - and _: "
+                             "what follows /d/ in the dashboard's URL)")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> ClusterConfig:

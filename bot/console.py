@@ -8,6 +8,8 @@ show is printed as text. So what the console shows is what a channel would show.
 from __future__ import annotations
 
 import json
+import os
+import re
 import secrets
 import shlex
 import sys
@@ -22,7 +24,11 @@ from slack_bolt.request import BoltRequest
 
 from bot.app import Runtime, build_runtime, make_client
 from bot.config import Config, Settings
-from bot.sandbox.slack.webapi import Call, LocalSlack, SlackRequests
+from bot.sandbox.slack.webapi import Call, LocalSlack, SlackRequests, UploadedFile
+
+FILES_DIR_ENV = "INFER_BOT_FILES_DIR"
+FILES_DIR_NAME = "infer-bot-files"  # under the system's temporary folder unless $INFER_BOT_FILES_DIR says where
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")  # a file name the bot chose, kept to what any file system takes
 
 CONSOLE_HELP = """\
 Type slash commands as in Slack, e.g. `/infer help`, `/infer status`, `/infer scale qwen3-1-7b-vllm 2`.
@@ -88,13 +94,14 @@ def _buttons(block: dict[str, Any]) -> list[dict[str, Any]]:
 
 class Console:
     def __init__(self, runtime: Runtime, slack: LocalSlack, requests: SlackRequests, *, user: str,
-                 channel: str, out: TextIO) -> None:
+                 channel: str, out: TextIO, files_dir: Path | None = None) -> None:
         self.runtime = runtime
         self.slack = slack
         self.requests = requests
         self.user = user
         self.channel = channel
         self.out = out
+        self.files_dir = files_dir  # where uploaded files are written (None: only their titles are shown)
         self._print_lock = threading.Lock()
 
     # ---- output: every Web API call the bot makes, shown as the channel would show it -----------
@@ -112,16 +119,35 @@ class Console:
         elif call.method == "response_url":
             self._print(f"[only you see] {body}")
         elif call.method == "files.completeUploadExternal":
-            # The digest's chart: the console cannot show the image, so it says where Slack would.
-            names = ", ".join(f.get("title") or f.get("id", "") for f in _files(p))
+            # A terminal cannot show the chart (or the image, or the plan file): it is written to the
+            # files folder and its path printed where Slack would show the file.
             where = f"thread of {p['thread_ts']}" if p.get("thread_ts") else f"#{p.get('channel_id')}"
-            self._print(f"[↳ {where}] (file: {names})")
+            uploaded = {f.id: f for f in self.slack.files}
+            for entry in _files(p):
+                title = entry.get("title") or entry.get("id", "")
+                saved = self._save(uploaded.get(str(entry.get("id", ""))))
+                self._print(f"[↳ {where}] (file: {title})" + (f" saved as {saved}" if saved else ""))
         elif call.method == "views.publish" and call.ok:
             user = p.get("user_id", "")
             self._print(f"[Home tab of {user}]\n{render_blocks((p.get('view') or {}).get('blocks') or [])}")
         elif call.method == "views.open":
             title = (p.get("view") or {}).get("title", {}).get("text", "")
             self._print(f"[form opened: {title}]")
+
+    def _save(self, upload: UploadedFile | None) -> Path | None:
+        """Write an uploaded file to the files folder; its name starts with Slack's file id, so a second
+        digest's digest.png does not overwrite the first."""
+        if upload is None or self.files_dir is None:
+            return None
+        name = SAFE_NAME.sub("_", Path(upload.filename).name).lstrip(".") or "file"
+        path = self.files_dir / f"{upload.id}-{name}"
+        try:
+            self.files_dir.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(upload.content)
+        except OSError as exc:
+            self._print(f"[cannot save {upload.filename} in {self.files_dir}: {exc.strerror}]")
+            return None
+        return path.resolve()
 
     def _print(self, text: str) -> None:
         with self._print_lock:
@@ -233,10 +259,22 @@ class Console:
                 return
 
 
+def files_folder(given: str | os.PathLike[str] | None = None) -> Path:
+    """Where the console writes uploaded files: `given`, else $INFER_BOT_FILES_DIR, else
+    <temp>/infer-bot-files (/tmp/infer-bot-files on Linux).
+
+    Not the console's own temporary folder, which goes when the console exits (the chart is worth
+    opening afterwards), and not the working directory, which is often a checkout.
+    """
+    return Path(given or os.environ.get(FILES_DIR_ENV) or Path(tempfile.gettempdir()) / FILES_DIR_NAME)
+
+
 def run_console(config: Config | None, settings: Settings, *, sandbox: bool, user: str | None,
-                channel: str, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
+                channel: str, stdin: TextIO | None = None, out: TextIO | None = None,
+                files_dir: str | os.PathLike[str] | None = None) -> int:
     stdin = stdin or sys.stdin
     out = out or sys.stdout
+    files = files_folder(files_dir)
     secret = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="infer-bot-console-") as tmp:
         box = None
@@ -269,12 +307,13 @@ def run_console(config: Config | None, settings: Settings, *, sandbox: bool, use
             runtime.worker.start()
             runtime.start_home()
             console = Console(runtime, slack, SlackRequests(secret, response_slack=slack), user=user,
-                              channel=channel, out=out)
+                              channel=channel, out=out, files_dir=files)
             if sandbox:
                 personas = "; sandbox personas: " + ", ".join(f"{u} ({r})" for u, r in PERSONAS.items())
                 notes = "".join(f"{note}\n" for note in box.notes) if box is not None else ""
                 print("infer-bot console: SANDBOX (an emulated local cluster; nothing real is changed)\n"
-                      + notes + CONSOLE_HELP.format(personas=personas) + f"You are {user} in #{channel}.", file=out)
+                      + notes + CONSOLE_HELP.format(personas=personas) + f"You are {user} in #{channel}. "
+                      f"Files the bot uploads (charts, images, plans) are saved in {files.resolve()}.", file=out)
             console.loop(stdin)
             console.wait()
             runtime.close()

@@ -6,7 +6,7 @@ bug fails here and in the tests instead of as `invalid_blocks` in front of a use
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -135,7 +135,8 @@ def clusters_message(rows: Sequence[tuple[str, str, str, int]], *, sandbox: bool
 
 
 def status_message(cluster: str, namespace: str, deployments: Sequence[DeploymentInfo], *,
-                   sandbox: bool = False) -> Message:
+                   sandbox: bool = False, links: Mapping[str, str] | None = None) -> Message:
+    """links: Deployment name → its dashboard link (`<url|Grafana>`), added at the end of its line."""
     title = f"Deployments in {cluster}/{namespace}"
     if not deployments:
         return note(f"No Deployments in `{namespace}` on cluster `{cluster}`.", sandbox=sandbox)
@@ -144,8 +145,9 @@ def status_message(cluster: str, namespace: str, deployments: Sequence[Deploymen
         lines = []
         for d in deployments[chunk_start:chunk_start + 20]:
             icon = ":large_green_circle:" if d.available >= d.replicas else ":large_yellow_circle:"
+            link = (links or {}).get(d.name)
             lines.append(f"{icon} *{d.name}*  {d.ready}/{d.replicas} ready · age {age(d.created)} · "
-                         f"`{_clip(', '.join(d.images), 80)}`")
+                         f"`{_clip(', '.join(d.images), 80)}`" + (f" · {link}" if link else ""))
         blocks.append(SectionBlock(text=_md("\n".join(lines))))
         if len(blocks) >= 45:
             blocks.append(ContextBlock(elements=[_md(f"…and {len(deployments) - chunk_start - 20} more")]))

@@ -21,7 +21,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from handlers import blocks, digest_blocks, scale, schedules
+from handlers import blocks, digest_blocks, grafana_links, scale, schedules
 from handlers.base import Invocation, Refusal
 from handlers.counters import ACTIONS
 from handlers.deps import Deps, DigestRows
@@ -182,7 +182,8 @@ def post_digest(client: WebClient, deps: Deps, channel: str, clusters: Sequence[
     d = built.digest
     apply_ids = store_suggestions(_rows(deps), channel, post_id, d.suggestions, built.commands())
     render = digest_blocks.render_digest(d, apply_ids, sandbox=deps.config.sandbox, layout=layout,
-                                         schedules=schedules.digest_lines(deps, clusters))
+                                         schedules=schedules.digest_lines(deps, clusters),
+                                         links=grafana_links.links_for(deps))
     with deps.pacer.slot(channel):
         resp = client.chat_postMessage(channel=channel, text=render.main.text, blocks=render.main.blocks)
     ts = str(resp["ts"])
@@ -381,7 +382,8 @@ def metrics(cmd: Command, inv: Invocation) -> None:
                       cmd.usage, cluster=cluster.name)
     apply_ids = store_suggestions(_rows(inv.deps), inv.channel, None, report.suggestions,
                                   apply_commands(report.suggestions, inv.deps))
-    inv.reply(digest_blocks.metrics_message(report, d, apply_ids, sandbox=inv.sandbox))
+    inv.reply(digest_blocks.metrics_message(report, d, apply_ids, sandbox=inv.sandbox,
+                                            links=grafana_links.links_for(inv.deps)))
 
 
 # ---- the Apply button -----------------------------------------------------------------------------------

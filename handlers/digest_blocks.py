@@ -26,6 +26,7 @@ from slack_sdk.models.blocks import (
 )
 
 from handlers.blocks import SANDBOX_LABEL, Message, escape
+from handlers.grafana_links import NO_LINKS, Links
 from ops.advisor import Suggestion
 from ops.digest import DeploymentReport, Digest
 from ops.metrics import DeploymentMetrics, Point
@@ -142,14 +143,16 @@ def _where(m: DeploymentMetrics) -> str:
     return f"{m.cluster}/{m.namespace}{hardware}"
 
 
-def deployment_lines(r: DeploymentReport) -> list[str]:
-    """The compact lines of one deployment; only what was measured."""
+def deployment_lines(r: DeploymentReport, link: str = "") -> list[str]:
+    """The compact lines of one deployment; only what was measured. link: its dashboard (`<url|Grafana>`)."""
     m = r.metrics
     head = f"{SEVERITY_ICON.get(r.severity, '')} *{escape(m.name)}* · {_where(m)}"
     if r.cost_per_day is not None:
         head += f" · *{money(r.cost_per_day)}/day*"
         if r.idle_cost_per_day is not None:
             head += f" (idle {money(r.idle_cost_per_day)})"
+    if link:
+        head += f" · {link}"
     lines = [head]
     kind = "Neuron" if m.accelerator == "neuron" else "GPU"
     part: list[str] = []
@@ -200,8 +203,11 @@ def deployment_lines(r: DeploymentReport) -> list[str]:
     return lines
 
 
-def deployment_section(r: DeploymentReport) -> SectionBlock:
-    return SectionBlock(text=_md("\n".join(deployment_lines(r))))
+def deployment_section(r: DeploymentReport, d: Digest | None = None, links: Links = NO_LINKS) -> SectionBlock:
+    """One deployment; with `d`, linked to its dashboard over the digest's window where it has a Grafana."""
+    m = r.metrics
+    link = links.link(m.cluster, m.namespace, m.name, d.start, d.end) if d is not None else ""
+    return SectionBlock(text=_md("\n".join(deployment_lines(r, link))))
 
 
 def suggestion_section(s: Suggestion, apply_id: int | None) -> SectionBlock:
@@ -272,9 +278,10 @@ class _Budget:
 
 def render_digest(d: Digest, apply_ids: Mapping[str, int], *, sandbox: bool = False,
                   title: str = "Inference digest", layout: Layout = Layout(),
-                  schedules: Sequence[str] = ()) -> DigestRender:
+                  schedules: Sequence[str] = (), links: Links = NO_LINKS) -> DigestRender:
     """apply_ids: suggestion key → stored suggestion id (the Apply button's value); schedules: one line
-    per workload with replica schedules (handlers/schedule_blocks.digest_lines)."""
+    per workload with replica schedules (handlers/schedule_blocks.digest_lines); links: the clusters'
+    Grafana dashboards (handlers/grafana_links.links_for)."""
     blocks: list[Block] = []
     if sandbox:
         blocks.append(ContextBlock(elements=[_md(SANDBOX_LABEL)]))
@@ -290,7 +297,7 @@ def render_digest(d: Digest, apply_ids: Mapping[str, int], *, sandbox: bool = Fa
     shown_reports = 0
     for report in reports[:layout.main_deployments]:
         # Keep room for the overflow note, the suggestions header and a few suggestions.
-        if not budget.take(section := deployment_section(report), reserve=4 + min(3, len(suggestions))):
+        if not budget.take(section := deployment_section(report, d, links), reserve=4 + min(3, len(suggestions))):
             break
         blocks.append(section)
         shown_reports += 1
@@ -326,8 +333,8 @@ def render_digest(d: Digest, apply_ids: Mapping[str, int], *, sandbox: bool = Fa
     if len(reports) > layout.file_threshold:
         render.table_csv = table_csv(d)
     else:
-        render.thread += _chunks("More deployments", [deployment_section(r) for r in rest_reports], sandbox,
-                                 layout.thread_sections)
+        render.thread += _chunks("More deployments", [deployment_section(r, d, links) for r in rest_reports],
+                                 sandbox, layout.thread_sections)
     render.thread += _chunks("More suggestions", [suggestion_section(s, apply_ids.get(s.key))
                                                   for s in rest_suggestions], sandbox, layout.thread_sections)
     return render
@@ -386,13 +393,13 @@ def table_csv(d: Digest) -> bytes:
 
 
 def metrics_message(r: DeploymentReport, d: Digest, apply_ids: Mapping[str, int], *,
-                    sandbox: bool = False) -> Message:
+                    sandbox: bool = False, links: Links = NO_LINKS) -> Message:
     m = r.metrics
     blocks: list[Block] = []
     if sandbox:
         blocks.append(ContextBlock(elements=[_md(SANDBOX_LABEL)]))
     blocks.append(HeaderBlock(text=_clip(f"{m.name} · last {d.window_hours:g} h", 150)))
-    blocks.append(deployment_section(r))
+    blocks.append(deployment_section(r, d, links))
     trend = []
     if m.util_series:
         trend.append(f"util   `{sparkline(m.util_series, top=100)}` now {pct(m.util_now, 0)}")

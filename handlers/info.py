@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
-from handlers import blocks, infra_blocks, readiness_blocks, release_blocks
+from handlers import blocks, grafana_links, infra_blocks, readiness_blocks, release_blocks
 from handlers.base import Invocation
 from handlers.deps import ClusterConfig
 from handlers.parse import Command
@@ -62,10 +63,23 @@ def status(cmd: Command, inv: Invocation) -> None:
     namespace = cmd.options.get("namespace") or cluster.namespace
     name = cmd.args[0] if cmd.args else None
     found, others = read_status(inv.deps.clusters.get(cluster), namespace, name)
+    names = [*(r.name for r in found), *(d.name for d in others)]
+    links = _dashboard_links(inv, cluster.name, namespace, names) if name else {}
     if not found:
-        inv.reply(blocks.status_message(cluster.name, namespace, others, sandbox=inv.sandbox))
+        inv.reply(blocks.status_message(cluster.name, namespace, others, sandbox=inv.sandbox, links=links))
         return
-    inv.reply(release_blocks.status_message(cluster.name, namespace, found, others, sandbox=inv.sandbox))
+    inv.reply(release_blocks.status_message(cluster.name, namespace, found, others, sandbox=inv.sandbox,
+                                            links=links))
+
+
+def _dashboard_links(inv: Invocation, cluster: str, namespace: str, names: list[str]) -> dict[str, str]:
+    """`status <name>`: the model server's dashboard over the window `/infer metrics` reads (the whole
+    list goes without: a link per row would outgrow Slack's 3000 characters a section)."""
+    end = datetime.now(UTC)
+    start = end - timedelta(hours=inv.deps.config.metrics.window_hours)
+    links = grafana_links.links_for(inv.deps)
+    found = {n: links.link(cluster, namespace, n, start, end) for n in names}
+    return {n: link for n, link in found.items() if link}
 
 
 def read_status(kube: KubeCluster, namespace: str, name: str | None = None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, SectionBlock
 
@@ -12,20 +12,28 @@ from ops.releases import ReleaseInfo
 
 
 def status_message(cluster: str, namespace: str, found: Sequence[ReleaseInfo], others: Sequence[DeploymentInfo], *,
-                   sandbox: bool = False) -> Message:
-    """Releases the bot deployed (revision, ready/desired, age, endpoint), then other Deployments."""
+                   sandbox: bool = False, links: Mapping[str, str] | None = None) -> Message:
+    """Releases the bot deployed (revision, ready/desired, age, endpoint), then other Deployments.
+
+    links: workload name → its dashboard link (`<url|Grafana>`), added at the end of its line.
+    """
     title = f"Deployments in {cluster}/{namespace}"
     blocks: list[Block] = [HeaderBlock(text=_clip(title, 150))]
-    lines = [release_line(r) for r in found]
+    links = links or {}
+    lines = [_linked(release_line(r), links.get(r.name)) for r in found]
     for start in range(0, len(lines), 15):
         blocks.append(SectionBlock(text=_md("\n".join(lines[start:start + 15]))))
     if others:
-        other_lines = [deployment_line(d) for d in others[:40]]
+        other_lines = [_linked(deployment_line(d), links.get(d.name)) for d in others[:40]]
         blocks.append(ContextBlock(elements=[_md("Other Deployments (not deployed by the bot):")]))
         blocks.append(SectionBlock(text=_md("\n".join(other_lines))))
     if len(blocks) == 1:
         blocks.append(SectionBlock(text=_md(f"Nothing is deployed in `{namespace}` on cluster `{cluster}`.")))
     return _render(title, blocks[:50], sandbox)
+
+
+def _linked(line: str, link: str | None) -> str:
+    return f"{line} · {link}" if link else line
 
 
 def release_line(r: ReleaseInfo) -> str:

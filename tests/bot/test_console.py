@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.console import FILES_DIR_ENV, files_folder
 from tests.support.console import run_console
 
 SCRIPT = """\
@@ -52,3 +59,38 @@ def test_sandbox_console_shows_the_home_tab_and_its_buttons_work():
     fleet = tab[tab.index("== Fleet =="):tab.index("== Your recent operations ==")]
     assert "*qwen3-1-7b-vllm*  1/1 ready" in fleet and "% busy now" in fleet and "/day in all" in fleet
     assert "Approved by <@U0APPROVER>" in tab and "Succeeded" in tab  # the click on the tab approved it
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def console_with(env: dict[str, str], script: str, *args: str) -> str:
+    run = subprocess.run([sys.executable, "-m", "bot.cli", "console", "--sandbox", *args], input=script, text=True,
+                         env={**os.environ, **env}, capture_output=True, timeout=180)
+    assert run.returncode == 0 and "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr
+    return run.stdout
+
+
+def test_the_digest_chart_is_saved_where_the_console_says(tmp_path):
+    # No folder given (an empty variable is none): under the temporary folder, TMPDIR here, where the
+    # chart outlives the console.
+    out = console_with({"TMPDIR": str(tmp_path), FILES_DIR_ENV: ""}, "/infer digest now\n/infer digest now\n:quit\n")
+    folder = (tmp_path / "infer-bot-files").resolve()
+    assert f"Files the bot uploads (charts, images, plans) are saved in {folder}." in out
+    saved = re.findall(r"\(file: Accelerator utilization and p95 latency, last 24 h\) saved as (\S+)", out)
+    assert len(saved) == 2 and len(set(saved)) == 2  # the second digest's chart does not overwrite the first
+    for shown in saved:
+        path = Path(shown)
+        assert path.parent == folder and path.name.endswith("-digest.png") and path.is_file()
+        assert path.read_bytes().startswith(PNG)
+
+
+def test_the_files_folder_can_be_chosen(tmp_path, monkeypatch):
+    monkeypatch.setenv(FILES_DIR_ENV, str(tmp_path / "charts"))
+    assert files_folder() == tmp_path / "charts"
+    assert files_folder(tmp_path / "given") == tmp_path / "given"
+    # On the command line, the flag wins over the variable.
+    out = console_with({FILES_DIR_ENV: str(tmp_path / "charts")}, "/infer digest now\n:quit\n",
+                       "--files-dir", str(tmp_path / "flag"))
+    [shown] = re.findall(r"saved as (\S+)", out)
+    assert Path(shown).parent == (tmp_path / "flag").resolve() and Path(shown).read_bytes().startswith(PNG)
