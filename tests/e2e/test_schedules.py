@@ -90,8 +90,11 @@ def test_a_schedule_is_approved_once_then_runs_exactly_once_across_three_replica
     replicas[2].slash("unschedule 1", user=OPERATOR)  # the creator: removed at once
     reply_to(slack, OPERATOR, "Schedule #1")
     in_thread(slack, ts, "removed by")
-    time.sleep(2)  # let a (wrong) second execution of a slot show itself
-    ops = db.rows("SELECT id, status, params FROM operations WHERE kind = 'scheduled_scale' ORDER BY id")
+    # Every run that was claimed has finished: a second execution of a slot would have started by then.
+    ops = wait_until(lambda: (rows := db.rows("SELECT id, status, params FROM operations WHERE kind = "
+                                              "'scheduled_scale' ORDER BY id"))
+                     and all(r["status"] in ("succeeded", "failed") for r in rows) and rows,
+                     timeout=30, what="the schedule's runs to finish")
     slots = db.rows("SELECT slot, operation_id FROM schedule_runs WHERE slot <> 'baseline'")
     assert len(ops) == len(slots) >= 1  # one operation per slot, whichever replicas saw it
     assert len(scale_patches(kube)) == 1  # later slots found it at 0 already
