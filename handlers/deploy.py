@@ -2,8 +2,10 @@
 
 Everything a user can get wrong is refused here, before any card: an unknown preset, a `set.` key
 outside the allow-list, a model that does not fit its instance (with the numbers and the smallest
-instance that fits), a custom resource whose operator is missing, a name taken by an object the bot
-does not own, a shared ConfigMap (ops/releases/shared.py) another release uses with other content.
+instance that fits), an `instance=` no Karpenter NodePool allows (ops/karpenter.py; by default the
+cheapest type they allow that fits, when they do not allow the preset's own), a custom resource
+whose operator is missing, a name taken by an object the bot does not own, a shared ConfigMap
+(ops/releases/shared.py) another release uses with other content.
 The card then shows the fit estimate, the hourly cost and what will be created or changed; the
 worker (bot/runs/releases.py) applies exactly the objects rendered here.
 """
@@ -26,7 +28,7 @@ from handlers.blocks import Operation
 from handlers.deps import ClusterConfig, Config, Deps
 from handlers.models import catalog_settings
 from handlers.parse import Command
-from ops import catalog, fit, inference, lock_keys, releases
+from ops import catalog, fit, inference, instances, karpenter, lock_keys, releases
 from ops.errors import OpsError
 from ops.helm import ChartSource, Helm
 from ops.releases import MissingApi, ObjectRef, ReleaseApi, shared
@@ -84,8 +86,10 @@ def deploy(cmd: Command, inv: Invocation) -> Operation:
         raise Refusal(f"cluster `{cluster.name}` allows at most {cluster.max_replicas} replicas; asked for {replicas}.",
                       cmd.usage, cluster=cluster.name)
 
-    estimate = fit.check_preset(_tuned(preset, sets), instance, replicas=replicas or _preset_replicas(preset),
-                                region=region)
+    api = ReleaseApi(inv.deps.clusters.get(cluster))
+    tuned, count = _tuned(preset, sets), replicas or _preset_replicas(preset)
+    instance, default = _karpenter_instance(api, cmd, cluster.name, tuned, instance, count, region)
+    estimate = default or fit.check_preset(tuned, instance, replicas=count, region=region)
     if not estimate.fits:
         raise Refusal(f"`{preset.id}` does not fit: {estimate.message} Nothing was changed.", cmd.usage,
                       cluster=cluster.name)
@@ -93,7 +97,6 @@ def deploy(cmd: Command, inv: Invocation) -> Operation:
     values = releases.release_values(preset.values, name=name, namespace=namespace, replicas=replicas,
                                      instance=instance, sets=sets)
     rendered = helm.template(source, name, namespace, values)
-    api = ReleaseApi(inv.deps.clusters.get(cluster))
     # A re-deploy keeps the release's autoscaler, and leaves the replicas it owns alone.
     scalers = releases.autoscalers(api, namespace, name)
     objects = releases.stamp(releases.without_replicas_under_autoscaler([*rendered, *scalers]), release=name,
@@ -139,6 +142,39 @@ def deploy(cmd: Command, inv: Invocation) -> Operation:
                 "hourly_cost": estimate.hourly_cost, "instance": estimate.instance},
         "changes": [{"action": c.action, "object": c.ref.key, "fields": list(c.fields)} for c in changes],
     })
+
+
+def _karpenter_instance(api: ReleaseApi, cmd: Command, cluster: str, preset: catalog.Preset, instance: str | None,
+                        replicas: int, region: str) -> tuple[str | None, fit.FitEstimate | None]:
+    """The instance to deploy on where Karpenter's NodePools decide what can launch: `instance=` only
+    if a NodePool allows it (or a Node of that type already exists: a node group); by default the
+    preset's, or when no NodePool allows that, the cheapest type they allow that fits. Without
+    NodePools (no API, or none) nothing changes."""
+    try:
+        nodepools = karpenter.list_nodepools(api)
+        allowed = set(karpenter.allowed_instances(nodepools)) | karpenter.node_instance_types(api) \
+            if nodepools else set()
+    except OpsError:
+        return instance, None  # NodePools the bot may not read: the fit check alone, as without Karpenter
+    # The preset's own instance stays the default while a NodePool allows it (upstream's values pin
+    # some, e.g. g5.48xlarge for the LWS presets); otherwise the cheapest allowed type that fits.
+    if not nodepools or (instance or preset.instance) in allowed:
+        return instance, None
+    if instance is not None and instance not in instances.load_instances():
+        return instance, None  # a typo: the fit check names the instance types it knows
+    best = fit.cheapest_allowed(preset, allowed, replicas=replicas, region=region)
+    if instance is not None:
+        how = (f"Use `instance={best.instance}` (the cheapest they allow that fits `{preset.id}`), or add "
+               if best else "Add ")
+        raise Refusal(f"{karpenter.not_allowed(nodepools, instance, cluster)}. {how}"
+                      f"{instance.split('.', 1)[0]} to a NodePool's `spec.template.spec.requirements` "
+                      f"({karpenter.INSTANCE_FAMILY}). Nothing was changed.", cmd.usage, cluster=cluster)
+    if best is None:
+        pools = "; ".join(f"`{karpenter.name_of(p)}` ({karpenter.what_allows(p)})" for p in nodepools)
+        raise Refusal(f"no instance type the Karpenter NodePools on `{cluster}` allow fits `{preset.id}` "
+                      f"(NodePools: {pools}). Allow a larger instance family in a NodePool, or lower "
+                      "`set.modelParameters.maxModelLen`. Nothing was changed.", cmd.usage, cluster=cluster)
+    return best.instance, best
 
 
 def _missing_secrets(api: ReleaseApi, objects: list[dict[str, Any]], namespace: str, command: str) -> list[str]:

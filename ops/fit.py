@@ -22,6 +22,7 @@ larger instance, as the ai-on-eks guidance says). Everything is pure: no I/O bes
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 from ops import instances
@@ -263,6 +264,19 @@ def check_preset(preset: Preset, instance: str | None = None, *, replicas: int =
         devices=preset.devices, nodes=preset.nodes, replicas=replicas, region=region,
         cpu_request=preset.cpu_request, memory_request_gib=preset.memory_request_gib,
     )
+
+
+def cheapest_allowed(preset: Preset, allowed: Collection[str], *, replicas: int = 1,
+                     region: str = instances.DEFAULT_REGION) -> FitEstimate | None:
+    """The preset on the cheapest of `allowed` instance types (e.g. what Karpenter's NodePools may
+    launch) that fits it as configured; None when none does."""
+    table = instances.load_instances()
+    priced = sorted((table[n].prices[region], n) for n in allowed if n in table and region in table[n].prices)
+    for _, name in priced:
+        estimate = check_preset(preset, name, replicas=replicas, region=region)
+        if estimate.fits:
+            return estimate
+    return None
 
 
 def _cheapest_fit(need: _Need, kind: str, utilization: float, nodes: int, region: str,

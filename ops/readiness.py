@@ -2,9 +2,9 @@
 not, and what a missing one costs: the readiness doctor behind `infer-bot check` and
 `/infer clusters <name>`.
 
-Only reads: API discovery, NodePools and one Secret's existence through the cluster's ApiClient,
-a few counting PromQL queries through ops.metrics' client, and `version` of the helm and
-terraform binaries. Nothing here decides how a finding looks; handlers/readiness_blocks.py and
+Only reads: API discovery, NodePools (ops/karpenter.py's reading) and one Secret's existence
+through the cluster's ApiClient, a few counting PromQL queries through ops.metrics' client, and
+`version` of the helm and terraform binaries. Nothing here decides how a finding looks; handlers/readiness_blocks.py and
 bot/check.py render the same findings.
 
 Levels: `fail` blocks the bot (the cluster or its Prometheus cannot be reached, a binary a
@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ops.errors import OpsError
 from ops.instances import load_instances
+from ops.karpenter import INSTANCE_FAMILY, INSTANCE_TYPE, allowed_families, category, list_nodepools
 from ops.kube import KubeCluster
 from ops.metrics import PromError, Prometheus, probe
 from ops.releases.api import ReleaseApi
@@ -37,10 +37,6 @@ HF_TOKEN_SECRET = "hf-token"
 # make an exporter look absent.
 LOOKBACK = "15m"
 BINARY_TIMEOUT = 15.0
-
-INSTANCE_FAMILY = "karpenter.k8s.aws/instance-family"
-INSTANCE_CATEGORY = "karpenter.k8s.aws/instance-category"
-INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 
 
 @dataclass(frozen=True)
@@ -98,12 +94,8 @@ def crd_findings(api: ReleaseApi) -> list[Finding]:
 
 
 # ---- Karpenter NodePools -------------------------------------------------------------------------
-
-
-def _category(family: str) -> str:
-    """Karpenter's instance-category: the family's leading letters (g5 → g, inf2 → inf, p4d → p)."""
-    match = re.match(r"[a-z]+", family)
-    return match.group(0) if match else family
+# The NodePool reading and requirement logic live in ops/karpenter.py, shared with the deploy fit
+# check and the rollout diagnosis; the doctor only judges what it finds.
 
 
 def accelerator_families() -> dict[str, str]:
@@ -114,52 +106,7 @@ def accelerator_families() -> dict[str, str]:
 def _kind_of(family: str, known: Mapping[str, str]) -> str | None:
     if family in known:
         return known[family]
-    category = _category(family)
-    return {"g": "gpu", "gr": "gpu", "p": "gpu", "inf": "neuron", "trn": "neuron"}.get(category)
-
-
-def _admits(requirement: Mapping[str, Any], value: str | None) -> bool:
-    """Whether a NodeSelectorRequirement admits a node whose label has `value` (None: no such label)."""
-    operator, values = requirement.get("operator"), [str(v) for v in requirement.get("values") or []]
-    if operator == "In":
-        return value is not None and value in values
-    if operator == "NotIn":
-        return value is None or value not in values
-    if operator == "Exists":
-        return value is not None
-    if operator == "DoesNotExist":
-        return value is None
-    return True  # Gt/Lt do not apply to these string labels
-
-
-def allowed_families(nodepool: Mapping[str, Any], candidates: Iterable[str]) -> list[str]:
-    """The candidate families a NodePool's requirements let Karpenter launch.
-
-    No requirement on family, category or type means every family (Karpenter's own default); an
-    instance-type `In` admits the families of the types it lists.
-    """
-    spec = ((nodepool.get("spec") or {}).get("template") or {}).get("spec") or {}
-    requirements = [r for r in spec.get("requirements") or [] if isinstance(r, Mapping)]
-    allowed = []
-    for family in candidates:
-        ok = True
-        for req in requirements:
-            key = req.get("key")
-            if key == INSTANCE_FAMILY:
-                ok = _admits(req, family)
-            elif key == INSTANCE_CATEGORY:
-                ok = _admits(req, _category(family))
-            elif key == INSTANCE_TYPE:
-                values = [str(v) for v in req.get("values") or []]
-                if req.get("operator") == "In":
-                    ok = any(v.split(".", 1)[0] == family for v in values)
-                elif req.get("operator") == "DoesNotExist":
-                    ok = False
-            if not ok:
-                break
-        if ok:
-            allowed.append(family)
-    return allowed
+    return {"g": "gpu", "gr": "gpu", "p": "gpu", "inf": "neuron", "trn": "neuron"}.get(category(family))
 
 
 def _named_families(nodepool: Mapping[str, Any]) -> set[str]:
@@ -212,15 +159,6 @@ def nodepool_findings(nodepools: Sequence[Mapping[str, Any]] | None) -> tuple[li
 
 def _shorten(families: Sequence[str], shown: int = 6) -> str:
     return ", ".join(families[:shown]) + (f", … ({len(families)} families)" if len(families) > shown else "")
-
-
-def list_nodepools(api: ReleaseApi) -> list[dict[str, Any]] | None:
-    """Karpenter's NodePools, or None when the cluster does not serve karpenter.sh/v1 NodePool."""
-    served = api.resources_of("karpenter.sh/v1")
-    if not served or "NodePool" not in served:
-        return None
-    found = api.request("list Karpenter NodePools", "GET", f"/apis/karpenter.sh/v1/{served['NodePool'].plural}")
-    return list((found or {}).get("items") or [])
 
 
 # ---- the hf-token Secret -----------------------------------------------------------------------

@@ -4,10 +4,9 @@
   workers; the set is ready when every pod of every group is.
 * RayService (KubeRay): a head pod and the worker groups' pods; `serviceStatus: Running` once all
   are ready.
-* Karpenter: a pod nothing can hold gets a new node of the instance type its nodeSelector names (or
-  the cheapest type that can hold it), sized from the instance table, so the sandbox can run every
-  preset. Only pods the `provision_for` predicate accepts get one: the sandbox's fixed GPU nodes
-  still show what a full cluster looks like (Pending, Insufficient nvidia.com/gpu) for the rest.
+* Karpenter (karpenter.sh/v1): its CRDs and NodePools are here; the provisioner and the NodeClaim
+  lifecycle run in the controller (bot/sandbox/controller/karpenter.py). The sandbox's NodePools
+  (g5, g6, g6e — the one upstream's NIM values select — inf2 and trn1) let every preset get a node.
 
 The custom resources' CRDs are in :data:`CRDS`; a test cluster without them is a cluster without
 those operators, as the bot's refusal expects.
@@ -19,10 +18,10 @@ import base64
 import copy
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
-from bot.sandbox.objects import ClusterAPI, Obj, is_ready, meta_of, owned_by, owner_ref, pod_requests
+from bot.sandbox.objects import ClusterAPI, Obj, is_ready, meta_of, owned_by, owner_ref
 
 LWS: Final = ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")
 RAY: Final = ("ray.io/v1", "RayService")
@@ -30,13 +29,13 @@ KINDS: Final = {LWS[1]: LWS[0], RAY[1]: RAY[0]}
 HASH_LABEL: Final = "sandbox.infer-bot.io/template-hash"
 
 
-def _crd(group: str, version: str, kind: str, plural: str, scale: bool = False) -> Obj:
+def _crd(group: str, version: str, kind: str, plural: str, scale: bool = False, scope: str = "Namespaced") -> Obj:
     subresources: Obj = {"status": {}}
     if scale:
         subresources["scale"] = {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}
     return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
             "metadata": {"name": f"{plural}.{group}"},
-            "spec": {"group": group, "scope": "Namespaced",
+            "spec": {"group": group, "scope": scope,
                      "names": {"plural": plural, "singular": kind.lower(), "kind": kind, "listKind": f"{kind}List"},
                      "versions": [{"name": version, "served": True, "storage": True, "subresources": subresources}]}}
 
@@ -45,6 +44,8 @@ CRDS: Final = (
     _crd("leaderworkerset.x-k8s.io", "v1", "LeaderWorkerSet", "leaderworkersets", scale=True),
     _crd("ray.io", "v1", "RayService", "rayservices"),
     _crd("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects"),
+    _crd("karpenter.sh", "v1", "NodePool", "nodepools", scope="Cluster"),
+    _crd("karpenter.sh", "v1", "NodeClaim", "nodeclaims", scope="Cluster"),
 )
 
 
@@ -130,62 +131,46 @@ def _pod(owner: Obj, name: str, template: Mapping[str, Any], labels: Mapping[str
 
 # ---- Karpenter ------------------------------------------------------------------------------------
 
-INSTANCE_LABEL: Final = "node.kubernetes.io/instance-type"
+KARPENTER_API: Final = "karpenter.sh/v1"
 
 
-def karpenter(api: Any, *, max_nodes: int = 30,
-              only: tuple[str, str] | None = ("app.kubernetes.io/part-of", "inference-charts"),
-              ) -> Callable[[Obj], Obj | None]:
-    """A provisioner for Controller.provision_nodes: a Node of the pod's instance type, or None.
+def nodepool(name: str, families: list[str], *, limits: Mapping[str, Any] | None = None,
+             zones: list[str] | None = None, weight: int | None = None) -> Obj:
+    """A NodePool as the Karpenter docs (and ai-on-eks' GPU NodePools) write one."""
+    reqs: list[Obj] = [{"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": list(families)},
+                       {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+                       {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]
+    if zones:
+        reqs.append({"key": "topology.kubernetes.io/zone", "operator": "In", "values": list(zones)})
+    spec: Obj = {"template": {"metadata": {"labels": {"type": "karpenter"}},
+                              "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass",
+                                                        "name": "default"},
+                                       "requirements": reqs, "expireAfter": "720h"}},
+                 "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "300s"}}
+    if limits:
+        spec["limits"] = {k: str(v) for k, v in limits.items()}
+    if weight is not None:
+        spec["weight"] = weight
+    return {"apiVersion": KARPENTER_API, "kind": "NodePool", "metadata": {"name": name}, "spec": spec}
 
-    `only`: a label the pod must carry (default: pods of the inference chart) for a node to be made."""
-    from ops import instances
-    from ops.catalog import DEVICE_RESOURCE
 
-    def provision(pod: Obj) -> Obj | None:
-        if only is not None and (meta_of(pod).get("labels") or {}).get(only[0]) != only[1]:
-            return None
-        nodes = api.list("v1", "Node")
-        if sum(1 for n in nodes if (meta_of(n).get("labels") or {}).get("karpenter.sh/sandbox")) >= max_nodes:
-            return None
-        selector = (pod.get("spec") or {}).get("nodeSelector") or {}
-        requests = {k: float(v) for k, v in pod_requests(pod).items()}
-        kind = next((k for k, r in DEVICE_RESOURCE.items() if requests.get(r)), "gpu")
-
-        def holds(i: Any) -> bool:  # a node that cannot take the pod is not made (Karpenter's own check)
-            return (i.accelerator_kind == kind and i.devices >= requests.get(DEVICE_RESOURCE[kind], 0)
-                    and i.vcpus >= requests.get("cpu", 0) and i.memory_gib * 2**30 >= requests.get("memory", 0))
-
-        table = instances.load_instances()
-        named = selector.get(INSTANCE_LABEL)
-        if named is not None:
-            chosen = table.get(named)
-            if chosen is None or not holds(chosen):
-                return None
-        else:
-            fitting = [i for i in table.values() if holds(i) and instances.DEFAULT_REGION in i.prices]
-            if not fitting:
-                return None
-            chosen = min(fitting, key=lambda i: (i.prices[instances.DEFAULT_REGION], i.name))
-        device = DEVICE_RESOURCE[chosen.accelerator_kind]
-        capacity = {"cpu": str(chosen.vcpus), "memory": f"{int(chosen.memory_gib)}Gi", "pods": "110",
-                    device: str(chosen.devices)}
-        name = f"karpenter-{chosen.name.replace('.', '-')}-{_hash([len(nodes), meta_of(pod).get('uid')])[:5]}"
-        labels = {**{k: str(v) for k, v in selector.items()}, INSTANCE_LABEL: chosen.name,
-                  "kubernetes.io/os": "linux", "karpenter.sh/sandbox": "true"}
-        return api.put({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-                        "status": {"capacity": capacity, "allocatable": capacity}})
-
-    return provision
+SANDBOX_NODEPOOLS: Final = (
+    nodepool("g5-nvidia", ["g5"], limits={"nvidia.com/gpu": 256}),
+    nodepool("g6-nvidia", ["g6"], limits={"nvidia.com/gpu": 256}),
+    nodepool("g6e-nvidia", ["g6e"], limits={"nvidia.com/gpu": 256}),
+    nodepool("inferentia-inf2", ["inf2"], limits={"aws.amazon.com/neuron": 256}),
+    nodepool("trainium-trn1", ["trn1"], limits={"aws.amazon.com/neuron": 256}),
+)
 
 
 def install(emulator: Any, namespace: str = "default") -> None:
-    """What the sandbox cluster has beyond its seed: the operators' CRDs, the Karpenter stand-in, and
+    """What the sandbox cluster has beyond its seed: the operators' CRDs, Karpenter's NodePools, and
     placeholder `hf-token`/`ngc-api` Secrets (the sandbox downloads nothing; `/infer secret hf-token`
     replaces the first)."""
     for crd in CRDS:
         emulator.put(crd)
-    emulator.controller.provision_nodes = karpenter(emulator)
+    for pool in SANDBOX_NODEPOOLS:
+        emulator.put(pool)
     emulator.controller.custom_operators = True
     placeholder = base64.b64encode(b"sandbox-placeholder").decode()
     for name, key in (("hf-token", "token"), ("ngc-api", "NGC_API_KEY")):  # NIM presets read the NGC key

@@ -15,6 +15,8 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from ops import karpenter
+from ops.errors import OpsError
 from ops.kube import _api_error
 from ops.releases.api import ReleaseApi
 from ops.releases.manifests import (
@@ -219,6 +221,16 @@ def pod_selector(workload: Mapping[str, Any]) -> str:
     return f"app.kubernetes.io/name={head_name or name}"
 
 
+KARPENTER_EVERY = 2.0  # seconds between reads of Karpenter's NodeClaims while pods are Pending
+
+
+def _has_karpenter(api: ReleaseApi) -> bool:
+    try:
+        return karpenter.list_nodepools(api) is not None
+    except OpsError:
+        return False  # a read the bot may not make: the rollout goes on without Karpenter's view
+
+
 def wait_ready(api: ReleaseApi, workload: ObjectRef, *, pod_selector: str, timeout: float, progress: Progress,
                startup_seconds: float, window: float = 10.0) -> RolloutResult:
     """Watch the workload's pods (watch API, resumed from the last resourceVersion) until the workload
@@ -230,6 +242,11 @@ def wait_ready(api: ReleaseApi, workload: ObjectRef, *, pod_selector: str, timeo
     shown = ""
     resource_version = ""
     relisted = True
+    # Karpenter's NodeClaims change without a pod event: with pods Pending on a cluster that has
+    # NodePools, read what it does every few seconds and say it before the scheduler's words.
+    has_karpenter: bool | None = None
+    explained: list[str] = []
+    explained_at = 0.0
     while True:
         obj = api.get(workload)
         if obj is None:
@@ -245,6 +262,15 @@ def wait_ready(api: ReleaseApi, workload: ObjectRef, *, pod_selector: str, timeo
         line = (f"`{workload.key}`: {state.ready}/{state.desired} ready · pods {scheduled}/{total} scheduled, "
                 f"{pulled}/{total} started")
         problems = [p for p in (pod_problem(pod, startup_seconds=startup_seconds) for pod in pods.values()) if p]
+        pending = [p for p in pods.values() if karpenter.is_unschedulable(p)]
+        if pending and has_karpenter is None:
+            has_karpenter = _has_karpenter(api)
+        if not pending:
+            explained = []
+        elif has_karpenter and time.monotonic() - explained_at >= KARPENTER_EVERY:
+            explained, explained_at = karpenter.explain(api, workload.namespace, pending), time.monotonic()
+        if explained:
+            problems.insert(0, Problem(" ".join(explained), terminal=False))
         if problems:
             line += f" · {problems[0].text}"
         if line != shown:
@@ -263,6 +289,8 @@ def wait_ready(api: ReleaseApi, workload: ObjectRef, *, pod_selector: str, timeo
         # All pods ready but the workload's status not caught up yet: its controller writes it in a
         # moment, and no pod event will come to wake us, so look again soon.
         span = 1.0 if total and ready >= state.desired else window
+        if pending and has_karpenter:
+            span = min(span, KARPENTER_EVERY)
         w = k8s_watch.Watch()
         try:
             for event in w.stream(core.list_namespaced_pod, workload.namespace, label_selector=pod_selector,

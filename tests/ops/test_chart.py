@@ -99,7 +99,8 @@ def test_rbac_allows_exactly_what_the_pipeline_calls(make_bot, slack, kube, tmp_
     # Everything the bot does today: status, a scale that succeeds, one that fails and is diagnosed,
     # and the life of releases of every workload kind (with the operators' CRDs installed), of a
     # preset with an Ingress, and of one with upstream's shared ConfigMap (ray-vllm-serve), and a digest
-    # on a default kube-state-metrics (the instance types come from the Node objects).
+    # on a default kube-state-metrics (the instance types come from the Node objects). CRDS include
+    # Karpenter's: deploys list NodePools, and the failed scale lists NodeClaims for its Pending pods.
     for crd in CRDS:
         kube.put(crd)
     presets = tmp_path / "presets"

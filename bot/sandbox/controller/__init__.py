@@ -9,10 +9,12 @@ status follows. Delays are small and configurable so tests stay fast yet see int
 Reconciles never await between reading and writing, so on the single loop they cannot interleave
 with request handlers; they only ever write when something changed, so they converge.
 
-The parts live in their own modules (``workloads``, ``scheduler``, ``kubelet``, ``events``) and
-meet in :class:`~bot.sandbox.controller.loop.Controller`. The operators (bot/sandbox/operators.py)
-get the cluster API as an argument and share bot/sandbox/objects.py with the controller, so the
-controller depends on them and never the other way round.
+Pods the scheduler cannot place go to Karpenter (``karpenter``: NodePool → NodeClaim → Node) when
+the cluster has NodePools. The parts live in their own modules (``workloads``, ``scheduler``,
+``kubelet``, ``karpenter``, ``events``) and meet in
+:class:`~bot.sandbox.controller.loop.Controller`. The operators (bot/sandbox/operators.py) get the
+cluster API as an argument and share bot/sandbox/objects.py with the controller, so the controller
+depends on them and never the other way round.
 """
 
 from bot.sandbox.controller.loop import Controller

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Callable
 from typing import Any
 
 from bot.sandbox.controller.events import EventRecorder
-from bot.sandbox.objects import ClusterAPI, Obj
+from bot.sandbox.objects import ClusterAPI
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -26,8 +25,11 @@ class ControllerBase:
         self.failing_images: dict[str, str] = {}
         self.image_logs: dict[str, str] = {}
         self.virtual_node = "sandbox-node"
-        # pod -> a new Node for it, or None (bot/sandbox/operators.py's Karpenter stand-in); None: off
-        self.provision_nodes: Callable[[Obj], Obj | None] | None = None
+        # Karpenter (bot/sandbox/controller/karpenter.py), active when the cluster has NodePools
+        self.launch_delay = 0.2
+        self.register_delay = 0.3
+        self.ice_retry = 2.0
+        self.insufficient_capacity: set[str] = set()  # "g5.xlarge" (every zone) or "g5.xlarge/us-west-2a"
         # Run the LeaderWorkerSet and RayService stand-ins (bot/sandbox/operators.py); off by default so
         # a test can own such objects' status itself.
         self.custom_operators = False
@@ -42,6 +44,9 @@ class ControllerBase:
         self._next_restart: dict[str, float] = {}
         self._progress: dict[str, tuple[tuple[Any, ...], float]] = {}
         self._pod_ips = ipaddress.ip_network("10.244.0.0/16").hosts()
+        self._nominated: dict[str, str] = {}  # pod uid -> the NodeClaim Karpenter made for it
+        self._claim_since: dict[str, float] = {}  # NodeClaim uid -> when its current lifecycle step began
+        self._pool_specs: dict[str, dict[str, Any]] = {}  # NodePool name -> the spec last seen
 
     @property
     def event_ttl(self) -> float:

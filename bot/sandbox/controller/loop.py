@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from bot.sandbox import operators
+from bot.sandbox.controller import karpenter
 from bot.sandbox.controller.base import Key
 from bot.sandbox.controller.kubelet import Kubelet
 from bot.sandbox.controller.scheduler import Scheduler
@@ -23,7 +24,7 @@ _SCHEDULER: Final[Key] = ("Scheduler", "", "")
 
 
 class Controller(Workloads, Scheduler, Kubelet):
-    """Deployment, ReplicaSet and StatefulSet controllers, a scheduler and a kubelet, all simplified.
+    """Deployment, ReplicaSet and StatefulSet controllers, a scheduler, a kubelet and Karpenter, simplified.
 
     Knobs (set them before or after ``start``):
       ``schedule_delay``  seconds between a pod's creation and the scheduler's pass over it
@@ -34,6 +35,12 @@ class Controller(Workloads, Scheduler, Kubelet):
       ``virtual_node``    node name used when the cluster has no Node objects (capacity unlimited)
       ``event_ttl``       seconds an Event lives after its last occurrence (kube-apiserver: 1 hour)
       ``enabled``         False freezes the cluster: writes are stored but nothing reacts
+      ``launch_delay``    seconds from a NodeClaim's creation to its launch (Karpenter: CreateFleet)
+      ``register_delay``  seconds from launch until its Node registers and initializes
+      ``insufficient_capacity``  offerings EC2 has no capacity for: "g5.xlarge" (every zone) or
+                          "g5.xlarge/us-west-2a"; a NodeClaim with no other offering fails to launch (ICE)
+      ``ice_retry``       seconds an ICE'd NodeClaim stays (Launched=False) before Karpenter deletes it
+                          and tries again
     """
 
     # ----------------------------------------------------------------------------------------------
@@ -91,6 +98,12 @@ class Controller(Workloads, Scheduler, Kubelet):
             self._on_pod(event_type, obj)
         if api_version == "v1" and kind == "Node":
             self._enqueue(_SCHEDULER)
+        if api_version == karpenter.API and kind == "NodeClaim" and event_type == "DELETED":
+            self._enqueue(_SCHEDULER)  # an ICE'd NodeClaim is gone: its pods get another try
+        if api_version == karpenter.API and kind == "NodePool" and event_type != "DELETED" \
+                and (obj.get("spec") or {}) != self._pool_specs.get(name):
+            self._pool_specs[name] = dict(obj.get("spec") or {})
+            self._enqueue(_SCHEDULER)  # a changed NodePool (limits raised, a family added) may fit them now
         if event_type == "DELETED":
             self._forget(meta.get("uid", ""))
 
@@ -117,12 +130,16 @@ class Controller(Workloads, Scheduler, Kubelet):
         for pod in self.api.list("v1", "Pod"):
             if (pod.get("spec") or {}).get("nodeName"):
                 self._enqueue(("Pod", meta_of(pod).get("namespace") or "", meta_of(pod)["name"]))
+        for claim in self._claims():
+            self._enqueue(("NodeClaim", "", meta_of(claim)["name"]))
         self._enqueue(_SCHEDULER)
 
     def _forget(self, uid: str) -> None:
         self._bound_at.pop(uid, None)
         self._next_restart.pop(uid, None)
         self._progress.pop(uid, None)
+        self._nominated.pop(uid, None)
+        self._claim_since.pop(uid, None)
         self._recorder.forget(uid)
 
     async def _run(self) -> None:
@@ -145,6 +162,7 @@ class Controller(Workloads, Scheduler, Kubelet):
             "ReplicaSet": self._sync_replicaset,
             "StatefulSet": self._sync_statefulset,
             "Pod": self._sync_pod,
+            "NodeClaim": self._sync_nodeclaim,
             "Scheduler": lambda _ns, _name: self._schedule_pending(),
             **{kind: functools.partial(operators.sync, self.api, kind) for kind in operators.KINDS},
         }

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from bot.sandbox.controller.base import ControllerBase
+from bot.sandbox.controller.karpenter import Karpenter
 from bot.sandbox.controller.kubelet import container_status, not_ready_message
 from bot.sandbox.objects import (
     Obj,
@@ -101,8 +101,8 @@ def _fit_problems(
     return problems
 
 
-class Scheduler(ControllerBase):
-    """kube-scheduler, simplified; ``provision_nodes`` stands in for a node autoscaler."""
+class Scheduler(Karpenter):
+    """kube-scheduler, simplified; what it cannot place goes to Karpenter when the cluster has it."""
 
     def _schedule_pending(self) -> None:
         pods = self.api.list("v1", "Pod")
@@ -120,21 +120,19 @@ class Scheduler(ControllerBase):
                 self._bind(pod, self.virtual_node, None)
             return
         used = self._node_usage(pods)
+        unschedulable = []
         for pod in pending:
             node, message = self._pick_node(pod, nodes, used)
-            if node is None and self.provision_nodes is not None:
-                node = self.provision_nodes(pod)
-                if node is not None:
-                    nodes.append(node)
-                    node, message = self._pick_node(pod, nodes, used)
             if node is None:
                 self._mark_unschedulable(pod, message)
+                unschedulable.append(pod)
                 continue
             node_name = meta_of(node)["name"]
             for resource, amount in pod_requests(pod).items():
                 used[node_name][resource] += amount
             used[node_name]["pods"] += 1
             self._bind(pod, node_name, node)
+        self._provision(unschedulable)
 
     @staticmethod
     def _node_usage(pods: list[Obj]) -> dict[str, collections.defaultdict[str, Decimal]]:
