@@ -219,6 +219,8 @@ def approval_card(op: Operation, approvers: Sequence[str], *, admins: Collection
     blocks: list[Block] = [HeaderBlock(text=_clip(title, 150)), SectionBlock(fields=fields)]
     if plan.get("details"):
         blocks.append(SectionBlock(text=_md(plan["details"])))
+    if plan.get("budget"):  # the month's spend and what this change adds (handlers/scale.py, budget_gate)
+        blocks.append(SectionBlock(text=_md(plan["budget"])))
     blocks.append(ContextBlock(elements=[_md(f"Operation #{op.id} · {_decision_line(op, approvers, admins)}")]))
     if op.status == "pending_approval" and op.approvals_needed > 0:  # nothing to decide otherwise
         blocks.append(decision_buttons(op))

@@ -22,13 +22,13 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from handlers import cards, release_blocks
+from handlers import cards, release_blocks, scale
 from handlers.base import Invocation, Refusal
 from handlers.blocks import Operation
 from handlers.deps import ClusterConfig, Config, Deps
 from handlers.models import catalog_settings
 from handlers.parse import Command
-from ops import catalog, fit, inference, instances, karpenter, lock_keys, releases
+from ops import catalog, fit, inference, instances, karpenter, lock_keys, releases, schedules
 from ops.errors import OpsError
 from ops.helm import ChartSource, Helm
 from ops.releases import MissingApi, ObjectRef, ReleaseApi, shared
@@ -131,7 +131,19 @@ def deploy(cmd: Command, inv: Invocation) -> Operation:
         lines.append(f"*Replicas:* owned by `{scalers[0]['kind']}/{name}`; the deploy leaves them as they are"
                      + (f" (`replicas={replicas}` is not applied)" if replicas is not None else "") + ".")
     lines += _missing_secrets(api, objects, namespace, inv.deps.command)
-    return _propose(inv, cluster, "deploy", namespace, name, params={
+
+    def change() -> scale.Change:
+        # Priced as whole instances, as the fit check's cost is. An update adds only the replicas it
+        # adds (none where an autoscaler owns them); a change of instance type is not priced here.
+        inst = instances.instance(estimate.instance)
+        per_replica = preset.nodes * inst.devices
+        now = releases.releases(api, namespace, name) if owned else []
+        added = 0 if scalers else copies - (now[0].desired if now else 0)
+        price = estimate.hourly_cost / (copies * per_replica) if estimate.hourly_cost is not None and copies else None
+        return added * per_replica, price, "Neuron" if inst.accelerator_kind == "neuron" else "GPU"
+
+    gate = scale.budget_gate(inv, cluster, "deploy", change)
+    return _propose(inv, cluster, "deploy", namespace, name, gate=gate, params={
         "preset": preset.id, "objects": [_without_revision(o) for o in objects], "values": values,
         "startup_seconds": preset.startup_seconds,
     }, plan={
@@ -217,13 +229,17 @@ def _refuse_foreign(api: ReleaseApi, changes: list[releases.Change], owned: list
 
 
 def _propose(inv: Invocation, cluster: ClusterConfig, kind: str, namespace: str, name: str, *, params: dict[str, Any],
-             plan: dict[str, Any]) -> Operation:
-    """The release operation, pending approval, with its card posted; one lock per release."""
+             plan: dict[str, Any], gate: scale.Gate = scale.NO_BUDGET) -> Operation:
+    """The release operation, pending approval, with its card posted; one lock per release.
+
+    `gate`: what the cluster's budget makes of it (its card line; over budget, an admin must approve)."""
     deps = inv.deps
     op = deps.store.create_operation(
-        kind=kind, cluster=cluster.name, namespace=namespace, target=name, params=params, plan=plan,
-        requested_by=inv.user, channel_id=inv.channel, approvals_needed=deps.policy.approvals_needed(cluster, kind),
-        ttl=deps.approval_ttl, lock_key=lock_keys.workload(cluster.name, namespace, name))
+        kind=kind, cluster=cluster.name, namespace=namespace, target=name, params=params, plan=gate.plan(plan),
+        requested_by=inv.user, channel_id=inv.channel,
+        approvals_needed=gate.approvals(deps.policy.approvals_needed(cluster, kind)),
+        ttl=deps.approval_ttl, lock_key=lock_keys.workload(cluster.name, namespace, name),
+        admin_needed=gate.admin or None)
     try:
         cards.publish(inv.client, deps.store, op, sandbox=inv.sandbox, wake=deps.wake_worker)
     except cards.CardNotPosted as exc:
@@ -352,7 +368,18 @@ def autoscale(cmd: Command, inv: Invocation) -> Operation:
                                "query": f'sum({QUEUE_METRIC}{{namespace="{namespace}",'
                                         f'pod=~"{release.name}-.*"}})'}}]}}
         what = f"{QUEUE_METRIC} above {waiting} per replica"
-    return _propose(inv, cluster, "autoscale", namespace, release.name, params={
+    floor = max(low, 1) if metric == "cpu" else low  # an HPA's minReplicas is at least 1
+
+    def change() -> scale.Change:
+        # Measured at the autoscaler's minimum: what it will certainly run whatever the load. Its
+        # maximum is a ceiling it may never reach, and pricing it would ask for an admin on every
+        # autoscale; the card's change line shows the maximum.
+        _, region = catalog_settings(inv.deps.config)
+        per = schedules.footprint(inv.deps.clusters.get(cluster), release.name, namespace, region)
+        return (floor - release.desired) * per.devices, per.usd_per_device_hour, scale.device_name(per.resource)
+
+    gate = scale.budget_gate(inv, cluster, "autoscale", change)
+    return _propose(inv, cluster, "autoscale", namespace, release.name, gate=gate, params={
         "scaler": scaler, "startup_seconds": 600,
     }, plan={
         "object": f"{scaler['kind']}/{release.name}",

@@ -85,6 +85,10 @@ class Config(Protocol):
 
     def cluster(self, name: str | None) -> ClusterConfig | None: ...
 
+    # bot.config's BudgetConfig (cluster, channel, monthly_usd, hard), or None: cards of changes on
+    # a budgeted cluster show its spend (handlers/scale.py budget_gate).
+    def budget(self, cluster: str) -> Any | None: ...
+
 
 class Decision(Protocol):
     @property
@@ -121,7 +125,8 @@ class Store(Protocol):
 
     def create_operation(self, *, kind: str, cluster: str, namespace: str, target: str,
                          params: dict[str, Any], plan: dict[str, Any], requested_by: str, channel_id: str,
-                         approvals_needed: int, ttl: timedelta, lock_key: str | None = None) -> Operation: ...
+                         approvals_needed: int, ttl: timedelta, lock_key: str | None = None,
+                         admin_needed: bool | None = None) -> Operation: ...
 
     def get(self, op_id: int) -> Operation | None: ...
 

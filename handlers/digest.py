@@ -31,6 +31,7 @@ from ops.advisor import Suggestion, thresholds_from
 from ops.digest import ClusterSource, Digest, build
 from ops.errors import OpsError
 from ops.metrics import QuerySettings
+from ops.metrics.client import PromError
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,26 @@ class _Built:
             return self._commands
 
 
+def budget_lines(deps: Deps, channel: str, clusters: Sequence[str]) -> list[str]:
+    """Per budgeted cluster of this digest, its burn rate and projected month end: read at each post
+    (one query per budget), since a budget may name the one channel whose digest shows it."""
+    now = datetime.now(UTC)
+    lines = []
+    for cluster in deps.config.clusters:
+        budget = deps.config.budget(cluster.name)
+        if (clusters and cluster.name not in clusters) or budget is None or not cluster.prometheus_url:
+            continue
+        if getattr(budget, "channel", None) not in (None, channel):
+            continue
+        try:
+            spend = scale.cluster_spend(deps, cluster, now)
+        except PromError as exc:
+            lines.append(digest_blocks.budget_unknown_line(cluster.name, budget.monthly_usd, str(exc.args[0])))
+            continue
+        lines.append(digest_blocks.budget_line(cluster.name, budget.monthly_usd, spend))
+    return lines
+
+
 def _shared_build(deps: Deps, clusters: Sequence[str]) -> _Built:
     """The digest of `clusters`, built once for every channel that posts it within the builds' ttl."""
     built: _Built = deps.builds.get(("digest", *sorted(clusters)),
@@ -183,6 +204,7 @@ def post_digest(client: WebClient, deps: Deps, channel: str, clusters: Sequence[
     apply_ids = store_suggestions(_rows(deps), channel, post_id, d.suggestions, built.commands())
     render = digest_blocks.render_digest(d, apply_ids, sandbox=deps.config.sandbox, layout=layout,
                                          schedules=schedules.digest_lines(deps, clusters),
+                                         budgets=budget_lines(deps, channel, clusters),
                                          links=grafana_links.links_for(deps))
     with deps.pacer.slot(channel):
         resp = client.chat_postMessage(channel=channel, text=render.main.text, blocks=render.main.blocks)

@@ -278,10 +278,12 @@ class _Budget:
 
 def render_digest(d: Digest, apply_ids: Mapping[str, int], *, sandbox: bool = False,
                   title: str = "Inference digest", layout: Layout = Layout(),
-                  schedules: Sequence[str] = (), links: Links = NO_LINKS) -> DigestRender:
+                  schedules: Sequence[str] = (), links: Links = NO_LINKS,
+                  budgets: Sequence[str] = ()) -> DigestRender:
     """apply_ids: suggestion key → stored suggestion id (the Apply button's value); schedules: one line
     per workload with replica schedules (handlers/schedule_blocks.digest_lines); links: the clusters'
-    Grafana dashboards (handlers/grafana_links.links_for)."""
+    Grafana dashboards (handlers/grafana_links.links_for); budgets: one line per budgeted cluster
+    (budget_line)."""
     blocks: list[Block] = []
     if sandbox:
         blocks.append(ContextBlock(elements=[_md(SANDBOX_LABEL)]))
@@ -311,6 +313,10 @@ def render_digest(d: Digest, apply_ids: Mapping[str, int], *, sandbox: bool = Fa
         text = "\n".join([f"*Replica schedules* ({len(schedules)} workload{'s' if len(schedules) > 1 else ''})",
                           *schedules[:10]])
         if budget.take(section := SectionBlock(text=_md(text)), reserve=2):
+            blocks.append(section)
+    if budgets:
+        text = "\n".join(["*Budgets* (this month)", *budgets])
+        if budget.take(section := SectionBlock(text=_md(_clip(text, 3000))), reserve=2):
             blocks.append(section)
     shown_suggestions = 0
     if suggestions:
@@ -433,3 +439,19 @@ def schedules_message(channel: str, rows: Sequence[tuple[str, str, str, datetime
     if sandbox:
         blocks.insert(0, ContextBlock(elements=[_md(SANDBOX_LABEL)]))
     return Message(text=_clip(text, 3000), blocks=[b.to_dict() for b in blocks])
+
+
+def budget_line(cluster: str, monthly_usd: float, spend: Any) -> str:
+    """A budgeted cluster in the digest (spend: ops.budgets.Spend): burn rate and where the month ends."""
+    projected = spend.projected_usd
+    text = (f"`{cluster}`: burn rate ${spend.usd_per_hour:,.2f}/h · month to date ${spend.mtd_usd:,.2f} · "
+            f"projected month end ${projected:,.2f} of ${monthly_usd:,.2f} ({100 * projected / monthly_usd:.0f} %)")
+    if projected > monthly_usd:
+        text += f" · *over budget* by ${projected - monthly_usd:,.2f}"
+    if spend.unpriced:
+        text += f" · devices on {len(spend.unpriced)} node(s) of unknown price not counted"
+    return text
+
+
+def budget_unknown_line(cluster: str, monthly_usd: float, why: str) -> str:
+    return f"`{cluster}`: ${monthly_usd:,.2f}/month · spend unknown ({why})"
