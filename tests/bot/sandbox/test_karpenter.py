@@ -55,7 +55,8 @@ def test_a_pending_pod_gets_a_nodeclaim_that_becomes_its_node(emu):
                                                         "values": ["g5.2xlarge"]}
     assert reqs["karpenter.k8s.aws/instance-family"]["values"] == ["g5", "g6"]
     assert claim["spec"]["resources"]["requests"]["nvidia.com/gpu"] == "1"
-    [nominated] = events(emu, "a", "Nominated")
+    # Karpenter records the event after it creates the NodeClaim: wait for it too.
+    [nominated] = wait_until(lambda: events(emu, "a", "Nominated"), what="the Nominated event")
     assert nominated["message"] == f"Pod should schedule on: nodeclaim/{claim['metadata']['name']}"
     assert nominated["source"]["component"] == "karpenter"
 
@@ -88,7 +89,8 @@ def test_insufficient_capacity_fails_the_launch_until_capacity_returns(emu):
     assert launched["message"].startswith("creating instance, insufficient capacity, with fleet error(s), "
                                           "InsufficientInstanceCapacity: We currently do not have sufficient "
                                           "g5.xlarge capacity in the Availability Zone you requested (us-west-2a).")
-    [event] = events(emu, failed["metadata"]["name"], "InsufficientCapacityError")
+    [event] = wait_until(lambda: events(emu, failed["metadata"]["name"], "InsufficientCapacityError"),
+                         what="the InsufficientCapacityError event")
     assert event["message"].startswith(f"NodeClaim {failed['metadata']['name']} event: creating instance")
     assert event["type"] == "Warning"
 
