@@ -9,7 +9,7 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from handlers import blocks, deploy, history, info, infra, models, scale, schedules
+from handlers import blocks, deploy, deploy_modal, history, info, infra, models, scale, schedules
 from handlers import digest as digests
 from handlers.base import Invocation, Refusal
 from handlers.counters import COMMANDS
@@ -55,6 +55,10 @@ def on_command(ack: Callable[..., Any], command: dict[str, Any], context: dict[s
     deps: Deps = context["deps"]
     user, channel = command.get("user_id", ""), command.get("channel_id", "")
     sandbox = deps.config.sandbox
+    if (command.get("text") or "").strip().lower() == "deploy":
+        ack()  # the form opens after the ack, within the trigger_id's few seconds (nothing slow before it)
+        deploy_modal.open_from_command(command, deps, client, respond)
+        return
     try:
         cmd = parse(command.get("text") or "", max_replicas=_max_replicas(deps))
     except UsageError as exc:

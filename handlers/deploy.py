@@ -16,7 +16,7 @@ import contextlib
 import fnmatch
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from slack_sdk import WebClient
@@ -68,7 +68,31 @@ def _tuned(preset: catalog.Preset, sets: dict[str, Any]) -> catalog.Preset:
     return replace(preset, **changes) if changes else preset
 
 
+@dataclass(frozen=True)
+class DeployProposal:
+    """A deploy that passed every check, not yet created: the typed command proposes it at once; the
+    deploy modal (handlers/deploy_modal.py) checks inside the submission's ack, so a refusal can be
+    shown next to its field, and proposes after it."""
+
+    inv: Invocation
+    cluster: ClusterConfig
+    namespace: str
+    name: str
+    gate: scale.Gate
+    params: dict[str, Any]
+    plan: dict[str, Any]
+
+    def propose(self) -> Operation:
+        return _propose(self.inv, self.cluster, "deploy", self.namespace, self.name, gate=self.gate,
+                        params=self.params, plan=self.plan)
+
+
 def deploy(cmd: Command, inv: Invocation) -> Operation:
+    return check_deploy(cmd, inv).propose()
+
+
+def check_deploy(cmd: Command, inv: Invocation) -> DeployProposal:
+    """Every check of `deploy` (parse is the caller's), and the card's content; raises Refusal/OpsError."""
     cluster = inv.cluster_for(cmd)
     inv.authorize(cluster, "operator", "deploy")
     presets_dir, region = catalog_settings(inv.deps.config)
@@ -143,7 +167,7 @@ def deploy(cmd: Command, inv: Invocation) -> Operation:
         return added * per_replica, price, "Neuron" if inst.accelerator_kind == "neuron" else "GPU"
 
     gate = scale.budget_gate(inv, cluster, "deploy", change)
-    return _propose(inv, cluster, "deploy", namespace, name, gate=gate, params={
+    return DeployProposal(inv, cluster, namespace, name, gate=gate, params={
         "preset": preset.id, "objects": [_without_revision(o) for o in objects], "values": values,
         "startup_seconds": preset.startup_seconds,
     }, plan={

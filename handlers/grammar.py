@@ -337,7 +337,7 @@ VERBS: Final[dict[str, VerbSpec]] = {
         ),
         _verb(
             "deploy", "<preset> [name=] [replicas=] [namespace=] [instance=] [set.<key>=<value> …]",
-            "deploy a model preset", "operator",
+            "deploy a model preset (alone: opens a form with fit and price per instance)", "operator",
             args=(Arg("preset", _PRESET),),
             options=(
                 Option("name", _RELEASE),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from handlers import commands, decisions, deploy, digest, home, infra
+from handlers import commands, decisions, deploy, deploy_modal, deploy_modal_blocks, digest, home, infra
 
 
 def register(app: App, command: str) -> None:
@@ -17,3 +17,9 @@ def register(app: App, command: str) -> None:
     app.view(deploy.SECRET_CALLBACK)(deploy.on_secret_submit)
     app.action("suggestion_apply")(digest.on_apply)
     app.event("app_home_opened")(home.on_app_home_opened)
+    # The deploy modal: opened by `deploy` without arguments or the shortcut, refreshed when the preset
+    # changes, its presets searched once the catalog outgrows a static select, and submitted.
+    app.shortcut(deploy_modal.SHORTCUT)(deploy_modal.on_shortcut)
+    app.action(deploy_modal_blocks.PRESET_ACTION)(deploy_modal.on_preset_change)
+    app.options(deploy_modal_blocks.PRESET_ACTION)(deploy_modal.on_preset_options)
+    app.view(deploy_modal_blocks.CALLBACK)(deploy_modal.on_submit)

@@ -23,6 +23,13 @@ BLOCK_ID_MAX = 255
 ACTIONS_ELEMENTS_MAX = 25
 CONTEXT_ELEMENTS_MAX = 10
 VIEW_TITLE_MAX = 24
+INPUT_LABEL_MAX = 2000
+PLACEHOLDER_MAX = 150
+OPTIONS_MAX = 100
+OPTION_TEXT_MAX = 75
+OPTION_VALUE_MAX = 150
+OPTION_GROUP_LABEL_MAX = 75
+SELECTS = ("static_select", "external_select", "conversations_select", "channels_select", "users_select")
 VIEW_PRIVATE_METADATA_MAX = 3000
 CALLBACK_ID_MAX = 255
 MESSAGE_TEXT_MAX = 40000
@@ -59,6 +66,9 @@ def block_kit_errors(blocks: Any, *, surface: str = "message") -> list[str]:
                 errors.append(f"[ERROR] duplicate block_id {block_id!r} [json-pointer:{pointer}/block_id]")
             else:
                 seen_block_ids.add(block_id)
+        if block["type"] == "input" and surface != "view":
+            # Slack takes input blocks in modals and Home tabs only (chat.postMessage: invalid_blocks).
+            errors.append(f"[ERROR] input blocks are only allowed in views [json-pointer:{pointer}/type]")
         check = _BLOCK_CHECKS.get(block["type"])
         if check is not None:
             errors.extend(check(block, pointer))
@@ -133,8 +143,73 @@ def _check_markdown(block: JSONDict, pointer: str) -> list[str]:
     return []
 
 
+def _check_input(block: JSONDict, pointer: str) -> list[str]:
+    errors = _check_text(block.get("label"), f"{pointer}/label", INPUT_LABEL_MAX, plain_only=True)
+    if block.get("hint") is not None:
+        errors.extend(_check_text(block["hint"], f"{pointer}/hint", INPUT_LABEL_MAX, plain_only=True))
+    element = block.get("element")
+    if not isinstance(element, dict) or not isinstance(element.get("type"), str):
+        return [*errors, f"[ERROR] missing required field: element [json-pointer:{pointer}/element]"]
+    return errors + _check_element(element, f"{pointer}/element")
+
+
+def _check_options(options: Any, pointer: str) -> tuple[list[str], list[JSONDict]]:
+    if not isinstance(options, list) or not options:
+        return [f"[ERROR] must provide at least 1 item [json-pointer:{pointer}]"], []
+    errors = [_too_many(OPTIONS_MAX, pointer)] if len(options) > OPTIONS_MAX else []
+    valid: list[JSONDict] = []
+    for i, item in enumerate(options):
+        if not isinstance(item, dict):
+            errors.append(f"[ERROR] must be an object [json-pointer:{pointer}/{i}]")
+            continue
+        errors.extend(_check_text(item.get("text"), f"{pointer}/{i}/text", OPTION_TEXT_MAX, plain_only=True))
+        value = item.get("value")
+        if not isinstance(value, str) or not value:
+            errors.append(f"[ERROR] missing required field: value [json-pointer:{pointer}/{i}/value]")
+        elif len(value) > OPTION_VALUE_MAX:
+            errors.append(_too_long(OPTION_VALUE_MAX, f"{pointer}/{i}/value"))
+        valid.append(item)
+    return errors, valid
+
+
+def _check_select(element: JSONDict, pointer: str) -> list[str]:
+    errors: list[str] = []
+    if element.get("placeholder") is not None:
+        errors.extend(_check_text(element["placeholder"], f"{pointer}/placeholder", PLACEHOLDER_MAX, plain_only=True))
+    if element["type"] != "static_select":
+        return errors
+    options, groups = element.get("options"), element.get("option_groups")
+    if (options is None) == (groups is None):
+        return [*errors, f"[ERROR] must provide exactly one of options or option_groups [json-pointer:{pointer}]"]
+    offered: list[JSONDict] = []
+    if options is not None:
+        problems, offered = _check_options(options, f"{pointer}/options")
+        errors.extend(problems)
+    elif not isinstance(groups, list) or not groups:
+        errors.append(f"[ERROR] must provide at least 1 item [json-pointer:{pointer}/option_groups]")
+    else:
+        if len(groups) > OPTIONS_MAX:
+            errors.append(_too_many(OPTIONS_MAX, f"{pointer}/option_groups"))
+        for i, group in enumerate(groups):
+            at = f"{pointer}/option_groups/{i}"
+            if not isinstance(group, dict):
+                errors.append(f"[ERROR] must be an object [json-pointer:{at}]")
+                continue
+            errors.extend(_check_text(group.get("label"), f"{at}/label", OPTION_GROUP_LABEL_MAX, plain_only=True))
+            problems, valid = _check_options(group.get("options"), f"{at}/options")
+            errors.extend(problems)
+            offered.extend(valid)
+    initial = element.get("initial_option")
+    if initial is not None and not any(o.get("value") == (initial or {}).get("value") for o in offered):
+        # Slack refuses an initial_option that is not one of the select's options.
+        errors.append(f"[ERROR] must match one of the options [json-pointer:{pointer}/initial_option]")
+    return errors
+
+
 def _check_element(element: JSONDict, pointer: str) -> list[str]:
     errors: list[str] = []
+    if element.get("type") in SELECTS:
+        errors.extend(_check_select(element, pointer))
     action_id = element.get("action_id")
     if isinstance(action_id, str) and len(action_id) > ACTION_ID_MAX:
         errors.append(_too_long(ACTION_ID_MAX, f"{pointer}/action_id"))
@@ -168,6 +243,7 @@ _BLOCK_CHECKS: dict[str, Callable[[JSONDict, str], list[str]]] = {
     "actions": _check_actions,
     "context": _check_context,
     "markdown": _check_markdown,
+    "input": _check_input,
 }
 
 

@@ -164,29 +164,15 @@ class SlackRequests:
         values: Mapping[str, Any],
         *,
         user_id: str,
-        private_metadata: str = "",
+        private_metadata: str | None = "",
         view_id: str = "V1",
         extra_headers: Mapping[str, str] | None = None,
         timestamp: int | None = None,
     ) -> tuple[bytes, dict[str, str]]:
-        """A modal submitted with ``values`` (``{block_id: {action_id: {type, value}}}``)."""
-        stored = self.response_slack.views.get(view_id, {}) if self.response_slack is not None else {}
-        view: JSONDict = {
-            "id": view_id,
-            "team_id": self.team_id,
-            "type": "modal",
-            "title": stored.get("title", {"type": "plain_text", "text": "infer-bot"}),
-            "blocks": stored.get("blocks", []),
-            "private_metadata": private_metadata,
-            "callback_id": callback_id,
-            "state": {"values": dict(values)},
-            "hash": stored.get("hash", f"{int(time.time())}.{secrets.token_hex(4)}"),
-            "root_view_id": stored.get("root_view_id", view_id),
-            "previous_view_id": None,
-            "app_id": self.api_app_id,
-            "external_id": stored.get("external_id", ""),
-            "bot_id": stored.get("bot_id", ""),
-        }
+        """A modal submitted with ``values`` (``{block_id: {action_id: {type, value}}}``).
+
+        ``private_metadata=None`` sends what the stored view carries, as Slack does."""
+        view = self._view(view_id, values, callback_id=callback_id, private_metadata=private_metadata)
         payload: JSONDict = {
             "type": "view_submission",
             "team": {"id": self.team_id, "domain": self.team_domain},
@@ -198,6 +184,103 @@ class SlackRequests:
             "response_urls": [],
             "is_enterprise_install": False,
             "enterprise": None,
+        }
+        return self._payload_request(payload, timestamp, extra_headers)
+
+    def shortcut(
+        self,
+        callback_id: str,
+        *,
+        user_id: str,
+        extra_headers: Mapping[str, str] | None = None,
+        timestamp: int | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """A global shortcut (type ``shortcut``): no channel, no response_url, a trigger_id for views.open."""
+        payload: JSONDict = {
+            "type": "shortcut",
+            "token": self.verification_token,
+            "action_ts": f"{time.time():.6f}",
+            "team": {"id": self.team_id, "domain": self.team_domain},
+            "user": {"id": user_id, "username": self._user_name(user_id), "team_id": self.team_id},
+            "is_enterprise_install": False,
+            "enterprise": None,
+            "callback_id": callback_id,
+            "trigger_id": self._trigger_id(),
+        }
+        return self._payload_request(payload, timestamp, extra_headers)
+
+    def view_select(
+        self,
+        view_id: str,
+        action_id: str,
+        value: str,
+        *,
+        user_id: str,
+        values: Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        timestamp: int | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """The option ``value`` chosen in the select ``action_id`` of a modal: a ``block_actions`` payload
+        with a view container (no channel, no message, no response_url). Slack sends it for a select in
+        an input block only where the block has ``dispatch_action``; the view's state carries the choice."""
+        stored = self.response_slack.views.get(view_id, {}) if self.response_slack is not None else {}
+        element, block_id = _find_element(stored.get("blocks"), action_id)
+        chosen = _find_option(element, value) or {"text": {"type": "plain_text", "text": value}, "value": value}
+        kind = str((element or {}).get("type") or "static_select")
+        state = dict(values or {})
+        state[block_id or "b"] = {action_id: {"type": kind, "selected_option": chosen}}
+        view = self._view(view_id, state)
+        action: JSONDict = {
+            "type": kind,
+            "action_id": action_id,
+            "block_id": block_id or "b",
+            "selected_option": chosen,
+            "action_ts": f"{time.time():.6f}",
+        }
+        if element is not None and isinstance(element.get("placeholder"), dict):
+            action["placeholder"] = element["placeholder"]
+        payload: JSONDict = {
+            "type": "block_actions",
+            "user": self._user(user_id),
+            "api_app_id": self.api_app_id,
+            "token": self.verification_token,
+            "container": {"type": "view", "view_id": view_id},
+            "trigger_id": self._trigger_id(),
+            "team": {"id": self.team_id, "domain": self.team_domain},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "view": view,
+            "actions": [action],
+        }
+        return self._payload_request(payload, timestamp, extra_headers)
+
+    def block_suggestion(
+        self,
+        view_id: str,
+        action_id: str,
+        value: str,
+        *,
+        user_id: str,
+        extra_headers: Mapping[str, str] | None = None,
+        timestamp: int | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """What the user typed (``value``) into the external select ``action_id`` of a modal; the app
+        answers in the HTTP response with ``options`` or ``option_groups`` (at most 100)."""
+        stored = self.response_slack.views.get(view_id, {}) if self.response_slack is not None else {}
+        _, block_id = _find_element(stored.get("blocks"), action_id)
+        payload: JSONDict = {
+            "type": "block_suggestion",
+            "user": self._user(user_id),
+            "container": {"type": "view", "view_id": view_id},
+            "api_app_id": self.api_app_id,
+            "token": self.verification_token,
+            "action_id": action_id,
+            "block_id": block_id or "b",
+            "value": value,
+            "team": {"id": self.team_id, "domain": self.team_domain},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "view": self._view(view_id, {}),
         }
         return self._payload_request(payload, timestamp, extra_headers)
 
@@ -266,6 +349,29 @@ class SlackRequests:
         return self._payload_request(payload, timestamp, extra_headers)
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _view(
+        self, view_id: str, values: Mapping[str, Any], *, callback_id: str | None = None,
+        private_metadata: str | None = None,
+    ) -> JSONDict:
+        """The view as Slack puts it in a payload: the stored one (when known) with the user's input as state."""
+        stored = self.response_slack.views.get(view_id, {}) if self.response_slack is not None else {}
+        return {
+            "id": view_id,
+            "team_id": self.team_id,
+            "type": "modal",
+            "title": stored.get("title", {"type": "plain_text", "text": "infer-bot"}),
+            "blocks": stored.get("blocks", []),
+            "private_metadata": stored.get("private_metadata", "") if private_metadata is None else private_metadata,
+            "callback_id": callback_id if callback_id is not None else stored.get("callback_id", ""),
+            "state": {"values": dict(values)},
+            "hash": stored.get("hash", f"{int(time.time())}.{secrets.token_hex(4)}"),
+            "root_view_id": stored.get("root_view_id", view_id),
+            "previous_view_id": None,
+            "app_id": self.api_app_id,
+            "external_id": stored.get("external_id", ""),
+            "bot_id": stored.get("bot_id", ""),
+        }
 
     def _event_request(
         self, event: JSONDict, event_id: str | None, timestamp: int | None, extra_headers: Mapping[str, str] | None
@@ -345,9 +451,20 @@ def _find_element(blocks: Any, action_id: str) -> tuple[JSONDict | None, str | N
         if not isinstance(block, dict):
             continue
         candidates = list(block.get("elements") or [])
-        if isinstance(block.get("accessory"), dict):
-            candidates.append(block["accessory"])
+        for key in ("accessory", "element"):  # a section's accessory, an input block's element
+            if isinstance(block.get(key), dict):
+                candidates.append(block[key])
         for element in candidates:
             if isinstance(element, dict) and element.get("action_id") == action_id:
                 return element, block.get("block_id")
     return None, None
+
+
+def _find_option(element: JSONDict | None, value: str) -> JSONDict | None:
+    """The option of a select whose value is ``value`` (in ``options`` or any of ``option_groups``)."""
+    if element is None:
+        return None
+    options = list(element.get("options") or [])
+    for group in element.get("option_groups") or []:
+        options.extend(group.get("options") or [])
+    return next((o for o in options if isinstance(o, dict) and o.get("value") == value), None)
