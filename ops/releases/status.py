@@ -221,7 +221,10 @@ def pod_selector(workload: Mapping[str, Any]) -> str:
     return f"app.kubernetes.io/name={head_name or name}"
 
 
-KARPENTER_EVERY = 2.0  # seconds between reads of Karpenter's NodeClaims while pods are Pending
+# Seconds between reads of Karpenter's NodeClaims while pods are Pending: soon at first, then twice
+# as long each time, up to KARPENTER_MOST (a launch takes minutes: polling at a fixed pace would spend
+# a rollout's request budget while little changes); soon again once pods are Pending anew.
+KARPENTER_FIRST, KARPENTER_MOST = 2.0, 16.0
 
 
 def _has_karpenter(api: ReleaseApi) -> bool:
@@ -247,6 +250,7 @@ def wait_ready(api: ReleaseApi, workload: ObjectRef, *, pod_selector: str, timeo
     has_karpenter: bool | None = None
     explained: list[str] = []
     explained_at = 0.0
+    karpenter_every = KARPENTER_FIRST
     while True:
         obj = api.get(workload)
         if obj is None:
@@ -266,9 +270,10 @@ def wait_ready(api: ReleaseApi, workload: ObjectRef, *, pod_selector: str, timeo
         if pending and has_karpenter is None:
             has_karpenter = _has_karpenter(api)
         if not pending:
-            explained = []
-        elif has_karpenter and time.monotonic() - explained_at >= KARPENTER_EVERY:
+            explained, karpenter_every = [], KARPENTER_FIRST
+        elif has_karpenter and time.monotonic() - explained_at >= karpenter_every:
             explained, explained_at = karpenter.explain(api, workload.namespace, pending), time.monotonic()
+            karpenter_every = min(karpenter_every * 2, KARPENTER_MOST)
         if explained:
             problems.insert(0, Problem(" ".join(explained), terminal=False))
         if problems:
@@ -290,7 +295,7 @@ def wait_ready(api: ReleaseApi, workload: ObjectRef, *, pod_selector: str, timeo
         # moment, and no pod event will come to wake us, so look again soon.
         span = 1.0 if total and ready >= state.desired else window
         if pending and has_karpenter:
-            span = min(span, KARPENTER_EVERY)
+            span = min(span, max(1.0, explained_at + karpenter_every - time.monotonic()))
         w = k8s_watch.Watch()
         try:
             for event in w.stream(core.list_namespaced_pod, workload.namespace, label_selector=pod_selector,
