@@ -18,6 +18,8 @@ Samples are `--interval` seconds apart (default 300 s, the digest's default step
 deployments generate and backfill in about a minute here; a real 30 s scrape holds 10× the samples,
 and both readers' cost grows with the samples they read (the `read` columns: Prometheus' own
 totalQueryableSamples from the query log, which counts a sample again for each evaluation step reading it).
+`bot MB` is the peak RSS of a fresh process that builds one digest (imports included, ~60 MB);
+`one s` the read of `/infer metrics <name>` (the same queries scoped to one deployment).
 
     .venv/bin/python bench/digest_cost.py [--sizes 10 100 500] [--interval 300] [--repeats 3] [--quick]
 """
@@ -29,6 +31,7 @@ import json
 import math
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +47,7 @@ import requests
 
 from bot.sandbox.metrics_data import DataSet, PrometheusServer, aligned_now, binaries, dataset_at, serve_dataset
 from ops.digest import ClusterSource, Digest, build
-from ops.metrics import QUERIES, QuerySettings, bucket_quantile, promql
+from ops.metrics import QUERIES, QuerySettings, Target, bucket_quantile, collect, promql, range_promql
 from tests.support.prometheus import fleet
 
 IN_FLIGHT = 4  # the bot's per-cluster concurrency (ops.metrics.collect per_cluster); the naive gets the same
@@ -199,17 +202,13 @@ class Logged:
 
 
 def logged_since(server: PrometheusServer, first_line: int, names: dict[str, str]) -> Logged:
-    """Query-log entries from line `first_line` on; `names` maps the bot's instant query texts to names."""
+    """Query-log entries from line `first_line` on; `names` maps the bot's query texts to names."""
     lines = [json.loads(line) for line in server.query_log.read_text(encoding="utf-8").splitlines()[first_line:]
              if line.strip()]
     evals: dict[str, float] = {}
     read: dict[str, int] = {}
     for entry in lines:
-        text = entry["params"]["query"]
-        if entry["params"].get("step"):  # the two range queries are the charts
-            name = "chart_latency" if text.startswith("histogram_quantile") else "chart_util"
-        else:
-            name = names.get(text, "other")
+        name = names.get(entry["params"]["query"], "other")
         evals[name] = evals.get(name, 0.0) + float(entry["stats"]["timings"]["evalTotalTime"])
         read[name] = read.get(name, 0) + int(entry["stats"]["samples"]["totalQueryableSamples"])
     return Logged(len(lines), sum(read.values()), evals, read)
@@ -229,6 +228,29 @@ class Row:
     naive_samples_read: int = 0
     bot_eval_seconds: dict[str, float] = field(default_factory=dict)  # by query, the last bot run
     bot_samples_by_query: dict[str, int] = field(default_factory=dict)
+    bot_rss_mb: int = 0  # peak resident memory of a process that only builds the digest
+    one_seconds: float = 0.0  # `/infer metrics <name>`'s read: the same queries scoped to one deployment
+
+
+# One digest build in a fresh interpreter, so that its peak RSS is the bot's (imports included) and
+# not this benchmark's, which holds the generated data set.
+RSS_SCRIPT = """
+import resource, sys
+from datetime import datetime, timedelta, timezone
+sys.path.insert(0, sys.argv[1])
+from ops.digest import ClusterSource, build
+from ops.metrics import QuerySettings
+step = timedelta(seconds=int(sys.argv[4]))
+digest = build([ClusterSource("bench", sys.argv[2])], datetime.fromtimestamp(float(sys.argv[3]), timezone.utc),
+               QuerySettings(step=step, rate_window=3 * step))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, len(digest.deployments))
+"""
+
+
+def bot_rss_mb(url: str, end: datetime, interval: int) -> int:
+    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(common.ROOT), url, f"{end.timestamp():.3f}",
+                          str(interval)], capture_output=True, text=True, timeout=600, check=True)
+    return int(out.stdout.split()[0])
 
 
 def measure(n: int, interval: int, repeats: int, workdir: Path) -> Row:
@@ -242,7 +264,7 @@ def measure(n: int, interval: int, repeats: int, workdir: Path) -> Row:
     settings = QuerySettings(step=timedelta(seconds=interval), rate_window=timedelta(seconds=3 * interval))
     try:
         build([ClusterSource("bench", server.url)], dataset.end, settings)  # warm the page cache once, untimed
-        names = {text: name for name, text in promql(settings).items()}
+        names = {text: name for name, text in {**promql(settings), **range_promql(settings)}.items()}
         bot_times: list[float] = []
         naive_times: list[float] = []
         digest: Digest | None = None
@@ -263,12 +285,20 @@ def measure(n: int, interval: int, repeats: int, workdir: Path) -> Row:
             raise RuntimeError(f"the bot's digest saw {len(digest.deployments)} of {n} deployments "
                                f"({digest.clusters[0].error or digest.clusters[0].warnings})")
         agree = _agree(digest, naive)
+        rss = bot_rss_mb(server.url, dataset.end, interval)
+        one = []
+        for report in sorted(digest.deployments, key=lambda r: r.metrics.key)[:repeats]:
+            t0 = time.perf_counter()
+            [scoped] = collect([Target("bench", server.url)], dataset.end, settings, scope=report.metrics.key)
+            one.append(time.perf_counter() - t0)
+            if [m.key for m in scoped.deployments] != [report.metrics.key]:
+                raise RuntimeError(f"scoped to {report.metrics.key}, read {[m.key for m in scoped.deployments]}")
         samples = sum(1 for _ in dataset.series()) * int((dataset.window + dataset.before) // interval + 1)
     finally:
         server.stop()
     return Row(n, samples, bot_log.queries, statistics.median(bot_times), naive_log.queries,
                statistics.median(naive_times), agree, setup, bot_log.samples_read, naive_log.samples_read,
-               bot_log.eval_seconds, bot_log.samples_by_query)
+               bot_log.eval_seconds, bot_log.samples_by_query, rss, statistics.median(one))
 
 
 def _agree(digest: Digest, naive: NaiveResult) -> bool:
@@ -301,7 +331,7 @@ def main() -> int:
     print(f"data: fleet of N deployments (1 GPU pod each), 24 h window, a sample every {interval} s per series; "
           f"median of {repeats} alternated runs; {IN_FLIGHT} queries in flight for both readers")
     print(f"{'N':>5}{'samples':>11}{'bot q':>7}{'bot s':>8}{'naive q':>9}{'naive s':>9}"
-          f"{'naive/bot':>11}{'read: bot':>11}{'naive':>11}{'same figures':>14}{'setup s':>9}")
+          f"{'naive/bot':>11}{'read: bot':>11}{'naive':>11}{'same figures':>14}{'setup s':>9}{'bot MB':>8}{'one s':>7}")
     rows = []
     for n in sizes:
         workdir = Path(tempfile.mkdtemp(prefix=f"infer-bot-bench-digest-{n}-"))
@@ -313,7 +343,8 @@ def main() -> int:
         print(f"{row.deployments:>5}{row.samples:>11,}{row.bot_queries:>7}{row.bot_seconds:>8.2f}"
               f"{row.naive_queries:>9}{row.naive_seconds:>9.2f}{row.naive_seconds / row.bot_seconds:>10.1f}×"
               f"{row.bot_samples_read:>11,}{row.naive_samples_read:>11,}"
-              f"{'yes' if row.agree else 'NO':>14}{row.setup_seconds:>9.0f}", flush=True)
+              f"{'yes' if row.agree else 'NO':>14}{row.setup_seconds:>9.0f}{row.bot_rss_mb:>8}"
+              f"{row.one_seconds:>7.2f}", flush=True)
     largest = rows[-1]
     print(f"bot queries per digest: {sorted({r.bot_queries for r in rows})} for N = {[r.deployments for r in rows]} "
           f"(len(ops.metrics.QUERIES) = {len(QUERIES)}); naive: 14 × (Deployments + coredns) + 1")

@@ -7,6 +7,8 @@ The modules, each importing only those above it:
 
 * `queries`: QuerySettings and the PromQL builder (QUERIES, promql()).
 * `client`: Prometheus' HTTP API (instant and range queries, probe) and PromError.
+* `workloads`: the per-pod and raw answers combined per workload with the owner mapping (sums,
+  means, maxima, the step statistics: utilization p95, queue max, the charts).
 * `collector`: collect() over every cluster's Prometheus, the result types and bucket_quantile.
 * `nodes`: the instance types of a cluster's Node objects (Kubernetes API), for the nodes that
   kube-state-metrics does not type (a default install has no `kube_node_labels` instance type).
@@ -24,7 +26,7 @@ from ops.metrics.collector import (
     bucket_quantile,
     collect,
 )
-from ops.metrics.queries import INSTANT, QUERIES, RANGE, DigestQueries, Key, QuerySettings, promql
+from ops.metrics.queries import INSTANT, QUERIES, RANGE, DigestQueries, Key, QuerySettings, promql, range_promql
 
 __all__ = [
     "INSTANT",
@@ -44,4 +46,5 @@ __all__ = [
     "collect",
     "probe",
     "promql",
+    "range_promql",
 ]

@@ -7,6 +7,8 @@ dateparser dependency would come along). Times are sent as Unix seconds from awa
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,20 +28,28 @@ class Prometheus:
         self.session = session or requests.Session()
 
     def _post(self, path: str, data: dict[str, str]) -> Any:
+        return self._data(self._send(path, data))
+
+    def _send(self, path: str, data: dict[str, str]) -> requests.Response:
         data["timeout"] = f"{self.timeout:g}s"
         try:
-            resp = self.session.post(f"{self.url}{path}", data=data,
-                                     timeout=(min(5.0, self.timeout), self.timeout + 2))
+            return self.session.post(f"{self.url}{path}", data=data, timeout=(min(5.0, self.timeout), self.timeout + 2))
         except requests.ConnectionError as exc:
             raise PromError(f"cannot connect to Prometheus at {self.url} ({_reason(exc)})") from None
         except requests.Timeout:
             raise PromError(f"Prometheus at {self.url} did not answer within {self.timeout:g} s") from None
+
+    def _data(self, resp: requests.Response) -> Any:
+        return self._check(resp.status_code, resp.json)
+
+    def _check(self, status: int, load: Callable[[], Any]) -> Any:
         try:
-            body = resp.json()
+            body = load()
         except ValueError:
-            raise PromError(f"Prometheus at {self.url} answered HTTP {resp.status_code} without JSON") from None
-        if body.get("status") != "success":
-            raise PromError(f"Prometheus at {self.url} refused a query: {body.get('errorType', resp.status_code)}: "
+            raise PromError(f"Prometheus at {self.url} answered HTTP {status} without JSON") from None
+        if not isinstance(body, dict) or body.get("status") != "success":
+            body = body if isinstance(body, dict) else {}
+            raise PromError(f"Prometheus at {self.url} refused a query: {body.get('errorType', status)}: "
                             f"{str(body.get('error', ''))[:300]}")
         return body["data"]
 
@@ -49,6 +59,27 @@ class Prometheus:
     def query_range(self, promql: str, start: datetime, end: datetime, step: timedelta) -> list[dict[str, Any]]:
         return list(self._post("/api/v1/query_range", {"query": promql, "start": _unix(start), "end": _unix(end),
                                                        "step": f"{step.total_seconds():g}"})["result"])
+
+    def query_range_raw(self, promql: str, start: datetime, end: datetime, step: timedelta) -> RawAnswer:
+        """A range query's answer not parsed yet: `RawAnswer.parse` hands each series to a hook as it is parsed,
+        so that a large answer need not be held as Python objects (only its bytes, until parsed)."""
+        resp = self._send("/api/v1/query_range", {"query": promql, "start": _unix(start), "end": _unix(end),
+                                                  "step": f"{step.total_seconds():g}"})
+        return RawAnswer(self, resp)
+
+
+class RawAnswer:
+    """A range query's answer as bytes, until parsed."""
+
+    def __init__(self, prom: Prometheus, resp: requests.Response) -> None:
+        self._prom, self._status, self._body = prom, resp.status_code, resp.content
+        resp.close()
+
+    def parse(self, object_hook: Callable[[dict[str, Any]], Any]) -> None:
+        """Parse with json.loads' `object_hook` (a series is {"metric", "values"}: the hook folds it and
+        returns None, so the parsed answer holds nothing of it), then drop the bytes."""
+        body, self._body = self._body, b""
+        self._prom._check(self._status, lambda: json.loads(body, object_hook=object_hook))
 
 
 def probe(url: str, timeout: float = 5.0, session: requests.Session | None = None) -> str:

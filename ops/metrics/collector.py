@@ -1,25 +1,34 @@
 """Collecting a digest's figures: every cluster's Prometheus read concurrently with the queries of
 ops.metrics.queries, the answers assembled into per-deployment results (None where a figure was
-not measured), and histogram quantiles computed here from the summed buckets.
+not measured), histogram quantiles computed here from the summed buckets, and the per-pod step
+answers combined per workload by ops.metrics.workloads.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import requests
 
-from ops.metrics.client import PromError, Prometheus
+from ops.metrics.client import PromError, Prometheus, RawAnswer
 from ops.metrics.queries import INSTANT, RANGE, DigestQueries, Key, QuerySettings, promql
-
-Point = tuple[float, float]  # (unix seconds, value)
-
+from ops.metrics.workloads import (
+    Folded,
+    Owners,
+    Point,
+    chart_series,
+    owners_of,
+    per_workload,
+    subquery_grid,
+    window_stats,
+)
 
 # ---- results -------------------------------------------------------------------------------------
 
@@ -149,19 +158,29 @@ def collect(targets: Sequence[Target], end: datetime, settings: QuerySettings = 
     q = DigestQueries(settings, scope)
     instant = promql(settings, scope)
     start = end - settings.window
-    chart_step = max(settings.step, settings.window / max(1, settings.chart_points))
+    chart_step = q.chart_step()
+    first, last, step = subquery_grid(end, settings.window, settings.step)
     reachable = [(i, t) for i, t in enumerate(targets) if t.prometheus_url]
 
     def read(target: Target) -> dict[str, Any]:
         prom = Prometheus(target.prometheus_url or "", settings.timeout, session_factory())
-        jobs: dict[str, Callable[[], Any]] = {name: _bind(prom.query, instant[name], end) for name in INSTANT}
-        jobs["chart_util"] = _bind(prom.query_range, q.chart_util(), start, end, chart_step)
-        jobs["chart_latency"] = _bind(prom.query_range, q.chart_latency(chart_step), start, end, chart_step)
         # A few queries in flight per cluster: Prometheus answers them in parallel, and a dead one
-        # costs one timeout, not one per query in sequence.
+        # costs one timeout, not one per query in sequence. The replicas query goes first: its owner
+        # mapping is what the range answers are summed with, per workload, as they are parsed.
         with ThreadPoolExecutor(max_workers=per_cluster, thread_name_prefix=f"promql-{target.name}") as pool:
+            replicas = pool.submit(_attempt, _bind(prom.query, instant["replicas"], end))
+            owners = _Owners(replicas)
+            jobs: dict[str, Callable[[], Any]] = {name: _bind(prom.query, instant[name], end)
+                                                  for name in INSTANT if name != "replicas"}
+            jobs["steps"] = _bind(_folded, _bind(prom.query_range_raw, q.q_steps(), first, last, step), owners,
+                                  settings.idle_util_pct)
+            jobs["charts"] = _bind(_folded, _bind(prom.query_range_raw, q.q_charts(), start, end, chart_step),
+                                   owners, 0.0)
+            jobs["latency"] = _bind(_folded, _bind(prom.query_range_raw, q.q_latency(chart_step), start, end,
+                                                   chart_step), owners, 0.0)
             futures = {name: pool.submit(_attempt, fn) for name, fn in jobs.items()}
-            answers = {name: future.result() for name, future in futures.items()}
+            futures["replicas"] = replicas
+            answers = {name: futures[name].result() for name in (*INSTANT, *RANGE)}
         prom.session.close()
         return answers
 
@@ -183,6 +202,31 @@ def _bind(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     return lambda: fn(*args)
 
 
+class _Owners:
+    """The owner mapping of the replicas answer, made once for the range queries that wait on it."""
+
+    def __init__(self, replicas: Future[Any]) -> None:
+        self._replicas, self._lock = replicas, threading.Lock()
+        self._owners: Owners | None = None
+
+    def get(self) -> Owners:
+        with self._lock:
+            if self._owners is None:
+                answer = self._replicas.result()
+                if isinstance(answer, PromError):
+                    raise answer
+                self._owners = owners_of(answer)
+            return self._owners
+
+
+def _folded(fetch: Callable[[], RawAnswer], owners: _Owners, idle: float) -> Folded:
+    """A range answer summed per workload while it is parsed (its bytes wait for the owner mapping)."""
+    answer = fetch()
+    folded = Folded(owners.get(), idle)
+    answer.parse(folded.hook)
+    return folded.finish()
+
+
 def _attempt(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
@@ -196,10 +240,16 @@ def _assemble(target: Target, answers: dict[str, Any], settings: QuerySettings) 
         first = next(iter(errors.values()))
         return ClusterMetrics(target.name, target.prometheus_url, error=str(first), queries=len(answers))
     warnings = sorted({f"{name}: {exc}" for name, exc in errors.items()})
-    stats: dict[str, Stats] = {name: _by_stat(answer) for name, answer in answers.items()
+    replicas = answers.get("replicas")
+    if isinstance(replicas, PromError) or replicas is None:
+        # Without the pod → workload mapping no figure can be told to a deployment.
+        return ClusterMetrics(target.name, target.prometheus_url, queries=len(answers),
+                              error=f"the pod → workload mapping could not be read: {replicas}")
+    owners = owners_of(replicas)
+    stats: dict[str, Stats] = {name: _by_stat(answer if name == "replicas" else per_workload(answer, owners))
+                               for name, answer in answers.items()
                                if name in INSTANT and not isinstance(answer, PromError)}
-    series = {name: _series(answer) for name, answer in answers.items()
-              if name in RANGE and not isinstance(answer, PromError)}
+    series = _per_step(answers, stats, owners)
     keys = _model_servers(stats)
     deployments = [_deployment(target.name, key, stats, series, settings) for key in sorted(keys)]
     return ClusterMetrics(target.name, target.prometheus_url, deployments=deployments, warnings=warnings,
@@ -212,7 +262,7 @@ def _by_stat(result: Iterable[dict[str, Any]]) -> Stats:
     for item in result:
         metric = item.get("metric", {})
         key = (metric.get("namespace", ""), metric.get("deployment", ""))
-        if not key[1]:
+        if not key[1] or metric.get("stat") == "owner":  # the owner mapping: ops.metrics.workloads reads it
             continue
         value = _number(item.get("value", [None, None])[1])
         stat = metric.get("stat", "")
@@ -237,13 +287,25 @@ def _by_stat(result: Iterable[dict[str, Any]]) -> Stats:
     return out
 
 
-def _series(result: Iterable[dict[str, Any]]) -> dict[Key, tuple[Point, ...]]:
-    out: dict[Key, tuple[Point, ...]] = {}
-    for item in result:
-        metric = item.get("metric", {})
-        key = (metric.get("namespace", ""), metric.get("deployment", ""))
-        out[key] = tuple((float(t), v) for t, raw in item.get("values", []) if (v := _number(raw)) is not None)
-    return out
+def _per_step(answers: Mapping[str, Any], stats: dict[str, Stats], owners: Owners
+              ) -> dict[str, dict[Key, tuple[Point, ...]]]:
+    """The range queries' series summed per workload: util p95 and queue max go into `stats` (as the
+    instant queries' stats would), the charts come back."""
+    steps = answers.get("steps")
+    if isinstance(steps, Folded):
+        for key, found in window_stats(steps).items():
+            if "p95" in found:
+                util = stats.setdefault("util", defaultdict(dict))[key]
+                util["p95"] = found["p95"]
+                util.setdefault("accelerator", found["accelerator"])
+                if "idle_samples" in found:
+                    util["idle_samples"] = found["idle_samples"]
+            if "queue_max" in found:
+                stats.setdefault("queue", defaultdict(dict))[key]["max"] = found["queue_max"]
+    charts, latency = (answer if isinstance(answer := answers.get(name), Folded) else Folded(owners)
+                       for name in ("charts", "latency"))
+    util_series, latency_series = chart_series(charts, latency, bucket_quantile)
+    return {"chart_util": util_series, "chart_latency": latency_series}
 
 
 def _model_servers(stats: Mapping[str, Stats]) -> set[Key]:
@@ -304,7 +366,7 @@ def _deployment(cluster: str, key: Key, stats: Mapping[str, Stats],
         queue_mean=get("queue", "mean"), queue_max=get("queue", "max"), queue_now=get("queue", "now"),
         queue_slope_per_hour=get("queue", "slope"), running_mean=get("queue", "running_mean"),
         kv_mean=get("kv", "mean"), kv_max=get("kv", "max"),
-        preemptions=get("preemptions", "total"),
+        preemptions=get("requests", "preemptions"),
         replicas_desired=int(desired) if desired is not None else None,
         replicas_available=int(available) if available is not None else None,
         restarts=int(round(restarts)) if restarts is not None else None,

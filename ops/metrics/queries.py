@@ -1,21 +1,24 @@
-"""The PromQL of a digest: a fixed set of aggregated queries per cluster, built from QuerySettings.
+"""The PromQL of a digest: a fixed set of queries per cluster, built from QuerySettings.
 
-Cost on Prometheus is the design constraint. Every query aggregates *all* model servers of a
-cluster at once, grouped by (namespace, deployment), so a digest costs `len(QUERIES)` queries per
-cluster whether the cluster runs 5 deployments or 500. Several statistics of one metric come back
-from one query, told apart by a `stat` label that `label_replace` adds.
+Cost on Prometheus is the design constraint. Every query reads *all* model servers of a cluster at
+once, so a digest costs `len(QUERIES)` queries per cluster whether the cluster runs 5 deployments or
+500. Several statistics of one metric come back from one query, told apart by a `stat` label that
+`label_replace` adds.
 
-How series are tied to Deployments: kube-state-metrics' `kube_pod_owner` → `kube_replicaset_owner`,
-taken over the whole window and pinned with `@ end()` so Prometheus evaluates the mapping once per
-query (not once per step) and pods that came and went during the window still count. Per-series
-window functions (`increase`, `avg_over_time`, …) run first and are joined once; only the two
-statistics that need the deployment's total at each instant (utilization p95, queue max) join
-inside a subquery.
+Where the pod → workload join happens: in Python, not here. The mapping (kube-state-metrics'
+`kube_pod_owner` → `kube_replicaset_owner` and the other workload kinds, taken over the whole window
+and pinned with `@ end()`) comes once, with the replicas query (stat `owner`). Every other instant
+query answers per pod (`by (namespace, pod, exported_namespace, exported_pod, …)`) and the range
+queries answer with raw series; ops.metrics.workloads sums them per workload exactly as the joined
+PromQL did. The join cost more than the statistics: repeated in every statistic of every query, and
+evaluated at every step inside the subqueries and chart range queries, it made a 500-deployment
+digest cost 10 s (bench/NOTES.md).
 
 Label spellings: `exported_namespace`/`exported_pod` (what a ServiceMonitor without honorLabels
-makes of the DCGM exporter's own labels) are copied over `namespace`/`pod` before joining.
-neuron-monitor's series name an EC2 instance, not a pod: they join through the node (see
-`_neuron_shares`). Metrics that vLLM renamed are read under both names, newest first.
+makes of the DCGM exporter's own labels) win over `namespace`/`pod`: `_norm` in PromQL, `pod_of` in
+ops.metrics.workloads. neuron-monitor's series name an EC2 instance, not a pod: they reach pods
+through the node (see `_neuron_shares`). Metrics that vLLM renamed are read under both names,
+newest first.
 """
 
 from __future__ import annotations
@@ -32,6 +35,15 @@ ACCELERATOR_REQUESTS = 'kube_pod_container_resource_requests{resource=~"nvidia_c
 NEURON_REQUESTS = 'kube_pod_container_resource_requests{resource=~"aws_amazon_com_neuron.*"}'
 # Time per output token, newest name first: vLLM 0.11 renamed it (the old name is hidden in 0.12, gone in 0.13).
 TPOT = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
+QUEUE = "vllm:num_requests_waiting"
+REQUESTS_METRIC = "kube_pod_container_resource_requests"
+NODE_INFO = "kube_node_info"
+# What the range queries read raw (ops.metrics.workloads makes the statistics of them).
+STEP_METRICS = (GPU_UTIL, QUEUE, NEURON_UTIL, NODE_INFO, REQUESTS_METRIC)
+
+# What tells a pod apart: both spellings, so that the pod → workload mapping is applied in Python
+# (exported_* win, as `_norm` has them) rather than joined in PromQL.
+POD = "namespace, pod, exported_namespace, exported_pod"
 
 # ---- PromQL building blocks ----------------------------------------------------------------------
 
@@ -44,6 +56,10 @@ def _norm(expr: str) -> str:
 
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _accelerator(expr: str, kind: str) -> str:
+    return f'label_replace({expr}, "accelerator", "{kind}", "", "")'
 
 
 def _dur(td: timedelta) -> str:
@@ -120,12 +136,19 @@ class DigestQueries:
         # counted under its own StatefulSet.
         return f"({deployments} or {workers} or on (namespace, pod) {direct} or {ray})"
 
-    def join(self, expr: str) -> str:
-        """expr's series with a `deployment` label; series of pods no Deployment owns drop out."""
-        return f"({_norm(expr)} * on (namespace, pod) group_left (deployment) {self.owner})"
+    def per_pod(self, agg: str, expr: str, extra: str = "") -> str:
+        """agg of expr per pod, no join: ops.metrics.workloads sums (or averages) the pods per workload.
 
-    def by_dep(self, agg: str, expr: str, extra: str = "") -> str:
-        return f"{agg} by (namespace, deployment{extra}) ({self.join(expr)})"
+        Both label spellings come back (`exported_*` win, in Python, as `_norm` would have them); with
+        a scope, only its pods, filtered here against the (small) scoped mapping.
+        """
+        if self.scope is None:
+            return f"{agg} by ({POD}{extra}) ({expr})"
+        return f"({agg} by (namespace, pod{extra}) ({_norm(expr)}) and on (namespace, pod) {self.owner})"
+
+    def _pods(self, expr: str) -> str:
+        """Per-pod series already labelled (namespace, pod); with a scope, only its pods."""
+        return expr if self.scope is None else f"({expr} and on (namespace, pod) {self.owner})"
 
     @staticmethod
     def stats(parts: Mapping[str, str]) -> str:
@@ -163,39 +186,27 @@ class DigestQueries:
         pods = f"sum by (namespace, pod, node) ({req})"
         return f"({pods} / on (node) group_left () sum by (node) ({pods}))"
 
-    def _neuron(self, agg: str, own: str, from_node: str) -> str:
-        """agg by (namespace, deployment) of per-pod Neuron figures (each labelled namespace, pod)."""
-        return (f"{agg} by (namespace, deployment) (({own} or {from_node}) "
-                f"* on (namespace, pod) group_left (deployment) {self.owner})")
-
     def _neuron_window(self, template: str) -> str:
         """A sum over the window: a pod's own series, else its share of its node's (template takes {m})."""
         own = f"sum by (namespace, pod) ({_norm(template.format(m=NEURON_UTIL))})"
         node = self._by_node("sum", template.format(m=NEURON_UTIL), True)
         from_node = f"sum by (namespace, pod) ({node} * on (node) group_right () {self._neuron_shares(True)})"
-        return self._neuron("sum", own, from_node)
+        return self._pods(f"({own} or {from_node})")
 
     def _neuron_now(self) -> str:
-        """Per deployment at one instant: the mean over its pods of their cores' mean utilization, in percent
-        (a pod without series of its own: its node's cores)."""
+        """Per pod at one instant: its cores' mean utilization, in percent (a pod without series of its
+        own: its node's cores). A deployment's is the mean over its pods (ops.metrics.workloads does the
+        same at every step, from the raw series)."""
         own = f"avg by (namespace, pod) ({_norm(f'100 * {NEURON_UTIL}')})"
         node = self._by_node("avg", f"100 * {NEURON_UTIL}", False)
         pods = f"group by (namespace, pod, node) ({NEURON_REQUESTS})"
         from_node = f"max by (namespace, pod) ({node} * on (node) group_right () {pods})"
-        return self._neuron("avg", own, from_node)
+        return self._pods(f"({own} or {from_node})")
 
     @staticmethod
     def _util(gpu: str, neuron: str) -> str:
-        """One statistic per (namespace, deployment, accelerator)."""
-        return (f'(label_replace({gpu}, "accelerator", "gpu", "", "") or '
-                f'label_replace({neuron}, "accelerator", "neuron", "", ""))')
-
-    def _gpu_now(self) -> str:
-        return f"avg by (namespace, deployment) ({self.join(f'1 * {GPU_UTIL}')})"
-
-    def util_now(self) -> str:
-        """Per (namespace, deployment, accelerator): the mean utilization now, in percent."""
-        return self._util(self._gpu_now(), self._neuron_now())
+        """One statistic per (pod, accelerator)."""
+        return f'({_accelerator(gpu, "gpu")} or {_accelerator(neuron, "neuron")})'
 
     def q_util(self) -> str:
         ws = self.WS
@@ -203,36 +214,38 @@ class DigestQueries:
 
         def window(template: str) -> str:
             """template takes {m} (metric), {s} (scale to percent), {t} (the idle threshold in its unit)."""
-            gpu = self.by_dep("sum", template.format(m=GPU_UTIL, s="1", t=f"{idle:g}"))
+            gpu = self.per_pod("sum", template.format(m=GPU_UTIL, s="1", t=f"{idle:g}"))
             return self._util(gpu, self._neuron_window(template.replace("{s}", "100").replace(
                 "{t}", f"{idle / 100:g}")))
-
-        def p95(expr: str) -> str:
-            return f"quantile_over_time(0.95, ({expr})[{ws}])"
 
         return self.stats({
             "sum": window("{s} * sum_over_time({m}[" + ws + "])"),
             "samples": window("count_over_time({m}[" + ws + "])"),
-            "idle_samples": window("sum_over_time(({m} < bool {t})[" + ws + "])"),
-            # The deployment's mean at each instant, then its p95 over the window: a joined subquery,
-            # one per accelerator kind so that no label is rewritten at every step.
-            "p95": self._util(p95(self._gpu_now()), p95(self._neuron_now())),
-            "now": self.util_now(),
+            # GPUs: counted from `steps` (a comparison inside a subquery runs at every step).
+            "idle_samples": _accelerator(self._neuron_window(
+                "sum_over_time(({m} < bool " + f"{idle / 100:g}" + ")[" + ws + "])"), "neuron"),
+            # p95 (the deployment's mean at each instant, its p95 over the window): from `steps`.
+            # Now: the mean over the deployment's GPU series (Σ sums / Σ counts), over its Neuron pods.
+            "now/sum": _accelerator(self.per_pod("sum", GPU_UTIL), "gpu"),
+            "now/count": _accelerator(self.per_pod("count", GPU_UTIL), "gpu"),
+            "now/mean": _accelerator(self._neuron_now(), "neuron"),
         })
 
     def q_memory(self) -> str:
         used = f"avg_over_time(DCGM_FI_DEV_FB_USED[{self.WS}])"
         free = f"avg_over_time(DCGM_FI_DEV_FB_FREE[{self.WS}])"
-        return self.stats({"used": self.by_dep("sum", used), "total": self.by_dep("sum", f"{used} + {free}")})
+        return self.stats({"used": self.per_pod("sum", used), "total": self.per_pod("sum", f"{used} + {free}")})
 
     def q_requests(self) -> str:
         metric = "vllm:request_success_total"
         return self.stats({
-            "count": self.by_dep("sum", f"increase({metric}[{self.W}])"),
-            "aborted": self.by_dep("sum", f'increase({metric}{{finished_reason="abort"}}[{self.W}])'),
+            "count": self.per_pod("sum", f"increase({metric}[{self.W}])"),
+            "aborted": self.per_pod("sum", f'increase({metric}{{finished_reason="abort"}}[{self.W}])'),
             # vLLM ≥ 0.11 finishes a request that failed inside the engine with finished_reason="error".
-            "errored": self.by_dep("sum", f'increase({metric}{{finished_reason="error"}}[{self.W}])'),
-            "rps_now": self.by_dep("sum", f"rate({metric}[{self.R}])"),
+            "errored": self.per_pod("sum", f'increase({metric}{{finished_reason="error"}}[{self.W}])'),
+            "rps_now": self.per_pod("sum", f"rate({metric}[{self.R}])"),
+            # Another vLLM counter over the window, here so that the range queries fit in len(QUERIES).
+            "preemptions": self.per_pod("sum", f"increase(vllm:num_preemptions_total[{self.W}])"),
         })
 
     def q_histogram(self, metric: str | tuple[str, ...], *, now: bool = True, mean: bool = False) -> str:
@@ -247,35 +260,39 @@ class DigestQueries:
         def first(template: str) -> str:
             return "(" + " or ".join(template.format(m=name) for name in names) + ")"
 
-        parts = {"window": self.by_dep("sum", first("increase({m}_bucket[" + self.W + "])"), ", le")}
+        parts = {"window": self.per_pod("sum", first("increase({m}_bucket[" + self.W + "])"), ", le")}
         if now:
-            parts["now"] = self.by_dep("sum", first("rate({m}_bucket[" + self.R + "])"), ", le")
+            parts["now"] = self.per_pod("sum", first("rate({m}_bucket[" + self.R + "])"), ", le")
         if mean:
-            parts["sum"] = self.by_dep("sum", first("increase({m}_sum[" + self.W + "])"))
-            parts["count"] = self.by_dep("sum", first("increase({m}_count[" + self.W + "])"))
+            parts["sum"] = self.per_pod("sum", first("increase({m}_sum[" + self.W + "])"))
+            parts["count"] = self.per_pod("sum", first("increase({m}_count[" + self.W + "])"))
         return self.stats(parts)
 
     def q_queue(self) -> str:
         waiting, running = "vllm:num_requests_waiting", "vllm:num_requests_running"
         return self.stats({
-            "mean": self.by_dep("sum", f"avg_over_time({waiting}[{self.WS}])"),
-            # The deployment's total queue at each instant, its maximum: one joined subquery.
-            "max": f"max_over_time(({self.by_dep('sum', waiting)})[{self.WS}])",
-            "now": self.by_dep("sum", waiting),
-            "slope": "3600 * " + self.by_dep("sum", f"deriv({waiting}[{self.WS}])"),  # per hour
-            "running_mean": self.by_dep("sum", f"avg_over_time({running}[{self.WS}])"),
+            "mean": self.per_pod("sum", f"avg_over_time({waiting}[{self.WS}])"),
+            # max (the deployment's total queue at each instant, its maximum): from `steps`.
+            "now": self.per_pod("sum", waiting),
+            "slope": "3600 * " + self.per_pod("sum", f"deriv({waiting}[{self.WS}])"),  # per hour
+            "running_mean": self.per_pod("sum", f"avg_over_time({running}[{self.WS}])"),
         })
 
     def q_kv(self) -> str:
-        # Newer vLLM calls it kv_cache_usage_perc, older gpu_cache_usage_perc: either, per pod.
-        kv = "(vllm:kv_cache_usage_perc or vllm:gpu_cache_usage_perc)"
-        return self.stats({
-            "mean": self.by_dep("avg", f"avg_over_time({kv}[{self.WS}])"),
-            "max": self.by_dep("max", f"max_over_time({kv}[{self.WS}])"),
-        })
+        # Newer vLLM calls it kv_cache_usage_perc, older gpu_cache_usage_perc: either, per series, the
+        # newer name first (as the histograms' generations): `or` over the window's figures, not inside
+        # the subquery, where it ran at every step. A server exports both names on the same scrapes,
+        # so no step has one without the other.
+        def kv(fn: str) -> str:
+            return (f"({fn}(vllm:kv_cache_usage_perc[{self.WS}]) or "
+                    f"{fn}(vllm:gpu_cache_usage_perc[{self.WS}]))")
 
-    def q_preemptions(self) -> str:
-        return self.stats({"total": self.by_dep("sum", f"increase(vllm:num_preemptions_total[{self.W}])")})
+        return self.stats({
+            # The mean over the deployment's series (Σ sums / Σ counts), the max of its pods' maxima.
+            "mean/sum": self.per_pod("sum", kv("avg_over_time")),
+            "mean/count": self.per_pod("count", kv("avg_over_time")),
+            "max/max": self.per_pod("max", kv("max_over_time")),
+        })
 
     def q_replicas(self) -> str:
         match = ""
@@ -285,13 +302,16 @@ class DigestQueries:
         return self.stats({
             "desired": f"{by} ({_norm('kube_deployment_spec_replicas' + match)})",
             "available": f"{by} ({_norm('kube_deployment_status_replicas_available' + match)})",
+            # (namespace, pod, deployment) = 1: the mapping that ops.metrics.workloads sums the per-pod
+            # step series with, read once per digest.
+            "owner": self.owner,
         })
 
     def q_restarts(self) -> str:
         metric = "kube_pod_container_status_restarts_total"
         # A container's restart counter never resets (a new pod is a new series), so max − min is
         # the exact count; increase() would extrapolate to fractions.
-        return self.stats({"total": self.by_dep(
+        return self.stats({"total": self.per_pod(
             "sum", f"(max_over_time({metric}[{self.W}]) - min_over_time({metric}[{self.W}]))")})
 
     def q_inventory(self) -> str:
@@ -306,29 +326,80 @@ class DigestQueries:
         typed = ('(kube_node_labels{label_node_kubernetes_io_instance_type!=""} or '
                  'kube_node_labels{label_beta_kubernetes_io_instance_type!=""})')
         return self.stats({
-            "devices": self.by_dep("sum", req, ", resource"),
-            "typed": f"sum by (namespace, deployment, resource, instance_type) "
-                     f"({self.join(req)} * on (node) group_left (instance_type) {node_type})",
-            "placed": f"sum by (namespace, deployment, resource, node) ({self.join(req)} unless on (node) {typed})",
+            "devices": self.per_pod("sum", req, ", resource"),
+            "typed": self.per_pod("sum", f"{req} * on (node) group_left (instance_type) {node_type}",
+                                  ", resource, instance_type"),
+            "placed": self.per_pod("sum", f"{req} unless on (node) {typed}", ", resource, node"),
             # Σ requested devices over the steps; × step hours here (exact, unlike a rounded factor in PromQL).
-            "device_steps": self.by_dep("sum", f"sum_over_time({req}[{self.WS}])", ", resource"),
+            "device_steps": self.per_pod("sum", f"sum_over_time({req}[{self.WS}])", ", resource"),
         })
 
-    def chart_util(self) -> str:
-        return f"avg by (namespace, deployment) ({self.util_now()})"
+    # -- raw step series (range queries; ops.metrics.workloads sums them per workload) -------------------
+    #
+    # No function, aggregation or binary operator runs at each step here where it can be helped:
+    # Prometheus 2's range evaluation of any of them (label_replace, `sum by`, `or`, joins) costs
+    # more than reading the samples. One selector takes every series the statistics are made of;
+    # ops.metrics.workloads applies both label spellings, the owner mapping and the Neuron node path.
 
-    def chart_latency(self, step: timedelta) -> str:
-        # One chart point covers one step: rate over the step (at least the configured rate window).
+    def _raw(self, metrics: tuple[str, ...]) -> str:
+        """GPU utilization, the queue, and what Neuron utilization per pod is made of, unprocessed.
+
+        The `resource` and `provider_id` matchers also match series without those labels (the other
+        metrics): they keep only the Neuron requests and the EKS nodes' kube_node_info.
+        """
+        names = "|".join(metrics)
+        if self.scope is None:
+            return f'{{__name__=~"{names}", resource=~"|aws_amazon_com_neuron.*", provider_id=~"|aws:///.+"}}'
+        # One deployment (`/infer metrics <name>`): its pods' series, and for the Neuron node path the
+        # nodes where its pods request Neuron and those nodes' cores.
+        own = self._scoped(f'__name__=~"{"|".join(m for m in metrics if m not in (NODE_INFO, REQUESTS_METRIC))}"')
+        requests = self._scoped(f'__name__="{REQUESTS_METRIC}", resource=~"aws_amazon_com_neuron.*"', exported=False)
+        nodes = f'(kube_node_info{{provider_id=~"aws:///.+"}} and on (node) {requests})'
+        instances = f'label_replace({nodes}, "instance_id", "$1", "provider_id", "aws:///[^/]*/(.+)")'
+        return f"{own} or {requests} or {nodes} or ({NEURON_UTIL} and on (instance_id) {instances})"
+
+    def _scoped(self, matchers: str, exported: bool = True) -> str:
+        """Series of the scope's pods, a superset (the owner mapping picks them exactly); both label spellings."""
+        ns, prefix = self._prefix()
+        native = f'{{{matchers}, namespace="{ns}", pod=~"{prefix}"}}'
+        if not exported:
+            return native
+        return f'({native} or {{{matchers}, exported_namespace="{ns}", exported_pod=~"{prefix}"}})'
+
+    def q_steps(self) -> str:
+        """At each step of the window (the grid of a `[window:step]` subquery): utilization, queue, per series."""
+        return self._raw(STEP_METRICS)
+
+    def q_charts(self) -> str:
+        """At each chart point: what utilization is made of (the queue is not charted)."""
+        return self._raw(tuple(m for m in STEP_METRICS if m != QUEUE))
+
+    def q_latency(self, step: timedelta) -> str:
+        """At each chart point: e2e latency buckets rated over one point (at least the rate window).
+
+        A query of its own: `or`-ing it with the raw series cost Prometheus 2 four times both apart.
+        """
         window = _dur(max(step, self.s.rate_window))
-        buckets = self.by_dep("sum", f"rate(vllm:e2e_request_latency_seconds_bucket[{window}])", ", le")
-        return f"histogram_quantile(0.95, {buckets})"
+        if self.scope is None:
+            return f"rate(vllm:e2e_request_latency_seconds_bucket[{window}])"
+        ns, prefix = self._prefix()
+        metric = "vllm:e2e_request_latency_seconds_bucket"
+        return (f'(rate({metric}{{namespace="{ns}", pod=~"{prefix}"}}[{window}]) or '
+                f'rate({metric}{{exported_namespace="{ns}", exported_pod=~"{prefix}"}}[{window}]))')
+
+    def _prefix(self) -> tuple[str, str]:
+        """(namespace, a regex of the scope's pod names): every workload kind names its pods `<name>-…`."""
+        assert self.scope is not None
+        return _quote(self.scope[0]), _quote(self.scope[1].replace(".", "\\.")) + "-.+"
+
+    def chart_step(self) -> timedelta:
+        return max(self.s.step, self.s.window / max(1, self.s.chart_points))
 
 
 # ---- the queries of one digest ------------------------------------------------------------------
 
-INSTANT = ("util", "memory", "requests", "e2e", "ttft", "tpot", "queue", "kv", "preemptions", "replicas",
-           "restarts", "inventory")
-RANGE = ("chart_util", "chart_latency")
+INSTANT = ("util", "memory", "requests", "e2e", "ttft", "tpot", "queue", "kv", "replicas", "restarts", "inventory")
+RANGE = ("steps", "charts", "latency")
 QUERIES = INSTANT + RANGE
 """Every query of one cluster's digest: the count is len(QUERIES), whatever the number of deployments."""
 
@@ -345,8 +416,13 @@ def promql(settings: QuerySettings, scope: Key | None = None) -> dict[str, str]:
         "tpot": q.q_histogram(TPOT, now=False, mean=True),
         "queue": q.q_queue(),
         "kv": q.q_kv(),
-        "preemptions": q.q_preemptions(),
         "replicas": q.q_replicas(),
         "restarts": q.q_restarts(),
         "inventory": q.q_inventory(),
     }
+
+
+def range_promql(settings: QuerySettings, scope: Key | None = None) -> dict[str, str]:
+    """The range queries by name (`steps` on the subquery grid of the window, the others on the chart's)."""
+    q = DigestQueries(settings, scope)
+    return {"steps": q.q_steps(), "charts": q.q_charts(), "latency": q.q_latency(q.chart_step())}

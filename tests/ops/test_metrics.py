@@ -316,3 +316,68 @@ def test_leaderworkersets_and_rayservices_are_measured_under_their_own_names(wor
     assert [m.name for m in scoped.deployments] == ["scout"] and scoped.deployments[0].devices == 4
     [ray] = collect([Target("dev", server.url)], dataset.end, scope=("default", "mistral"))
     assert [m.name for m in ray.deployments] == ["mistral"] and ray.deployments[0].util_mean == pytest.approx(35)
+
+
+# ---- the step statistics, summed per workload in Python, are Prometheus' own ---------------------------
+
+
+def _joined_subqueries(url: str, settings: QuerySettings, at) -> dict[str, dict[str, float]]:
+    """util p95 and queue max as PromQL computes them with the join inside a `[window:step]` subquery
+    (what the digest asked Prometheus before it summed per-pod step series itself)."""
+    from ops.metrics import DigestQueries, Prometheus
+
+    q = DigestQueries(settings, None)
+
+    def joined(expr: str) -> str:
+        norm = (f'label_replace(label_replace({expr}, "namespace", "$1", "exported_namespace", "(.+)"), '
+                '"pod", "$1", "exported_pod", "(.+)")')
+        return f"({norm} * on (namespace, pod) group_left (deployment) {q.owner})"
+
+    texts = {
+        "util_p95": f"quantile_over_time(0.95, (avg by (namespace, deployment) ({joined('1 * DCGM_FI_DEV_GPU_UTIL')}))"
+                    f"[{q.WS}])",
+        "queue_max": f"max_over_time((sum by (namespace, deployment) ({joined('vllm:num_requests_waiting')}))[{q.WS}])",
+    }
+    prom = Prometheus(url, 20)
+    return {name: {r["metric"]["deployment"]: float(r["value"][1]) for r in prom.query(text, at)}
+            for name, text in texts.items()}
+
+
+@pytest.mark.parametrize("offset_ms", [0, -500, -877, 123, 7 * 60_000 + 1])
+def test_p95_and_queue_max_equal_prometheus_subqueries_at_any_end_time(prom, offset_ms):
+    """A digest may run at any instant: the steps summed here are the subquery's steps (multiples of the
+    step, Prometheus' millisecond parsing of the time included), so the queue's max on a growing line
+    and the p95 are the figures PromQL gives."""
+    from datetime import timedelta
+
+    dataset, server = prom
+    at = dataset.end + timedelta(milliseconds=offset_ms)
+    settings = QuerySettings(step=timedelta(minutes=5))
+    [cluster] = collect([Target("dev", server.url)], at, settings)
+    by_name = {m.name: m for m in cluster.deployments}
+    want = _joined_subqueries(server.url, settings, at)
+    assert want["queue_max"] and want["util_p95"]
+    for name, value in want["queue_max"].items():
+        assert by_name[name].queue_max == pytest.approx(value, rel=1e-9), name
+    for name, value in want["util_p95"].items():
+        assert by_name[name].util_p95 == pytest.approx(value, rel=1e-9), name
+
+
+@pytest.mark.parametrize("make", [main_dataset, neuron_dataset], ids=["gpu", "neuron"])
+def test_one_deployment_read_alone_has_the_digests_figures(make):
+    """`/infer metrics <name>` reads one deployment's series (its pods, and the nodes its Neuron pods
+    sit on): every figure, charts included, is the one the digest shows for it."""
+    from dataclasses import asdict
+
+    dataset, server = make()
+    [cluster] = collect([Target("dev", server.url)], dataset.end)
+    for fleet_view in cluster.deployments:
+        [scoped] = collect([Target("dev", server.url)], dataset.end, scope=fleet_view.key)
+        [alone] = scoped.deployments
+        for name, want in asdict(fleet_view).items():
+            got = asdict(alone)[name]
+            if isinstance(want, tuple):  # charts and nodes: point by point
+                assert len(got) == len(want), name
+                assert all(g == pytest.approx(w) for g, w in zip(got, want, strict=True)), name
+            else:
+                assert got == pytest.approx(want) if isinstance(want, float) else got == want, (fleet_view.name, name)
