@@ -135,27 +135,15 @@ class SlackRequests:
         }
         if element is not None and isinstance(element.get("text"), dict):
             action["text"] = element["text"]
-        payload: JSONDict = {
-            "type": "block_actions",
-            "user": self._user(user_id),
-            "api_app_id": self.api_app_id,
-            "token": self.verification_token,
-            "container": {
-                "type": "message",
-                "message_ts": message_ts,
-                "channel_id": channel_id,
-                "is_ephemeral": False,
-            },
-            "trigger_id": self._trigger_id(),
-            "team": {"id": self.team_id, "domain": self.team_domain},
-            "enterprise": None,
-            "is_enterprise_install": False,
-            "channel": {"id": channel_id, "name": self._channel_name(channel_id)},
-            "message": original,
-            "state": {"values": {}},
-            "response_url": self._response_url(f"{action_id}:{value}", channel_id, message_ts, user_id),
-            "actions": [action],
-        }
+        payload = self._interactive(
+            "block_actions", user_id,
+            container={"type": "message", "message_ts": message_ts, "channel_id": channel_id, "is_ephemeral": False},
+            channel={"id": channel_id, "name": self._channel_name(channel_id)},
+            message=original,
+            state={"values": {}},
+            response_url=self._response_url(f"{action_id}:{value}", channel_id, message_ts, user_id),
+            actions=[action],
+        )
         return self._payload_request(payload, timestamp, extra_headers)
 
     def view_submission(
@@ -173,18 +161,7 @@ class SlackRequests:
 
         ``private_metadata=None`` sends what the stored view carries, as Slack does."""
         view = self._view(view_id, values, callback_id=callback_id, private_metadata=private_metadata)
-        payload: JSONDict = {
-            "type": "view_submission",
-            "team": {"id": self.team_id, "domain": self.team_domain},
-            "user": self._user(user_id),
-            "api_app_id": self.api_app_id,
-            "token": self.verification_token,
-            "trigger_id": self._trigger_id(),
-            "view": view,
-            "response_urls": [],
-            "is_enterprise_install": False,
-            "enterprise": None,
-        }
+        payload = self._interactive("view_submission", user_id, view=view, response_urls=[])
         return self._payload_request(payload, timestamp, extra_headers)
 
     def shortcut(
@@ -239,19 +216,8 @@ class SlackRequests:
         }
         if element is not None and isinstance(element.get("placeholder"), dict):
             action["placeholder"] = element["placeholder"]
-        payload: JSONDict = {
-            "type": "block_actions",
-            "user": self._user(user_id),
-            "api_app_id": self.api_app_id,
-            "token": self.verification_token,
-            "container": {"type": "view", "view_id": view_id},
-            "trigger_id": self._trigger_id(),
-            "team": {"id": self.team_id, "domain": self.team_domain},
-            "enterprise": None,
-            "is_enterprise_install": False,
-            "view": view,
-            "actions": [action],
-        }
+        payload = self._interactive("block_actions", user_id, container={"type": "view", "view_id": view_id},
+                                    view=view, actions=[action])
         return self._payload_request(payload, timestamp, extra_headers)
 
     def block_suggestion(
@@ -268,20 +234,9 @@ class SlackRequests:
         answers in the HTTP response with ``options`` or ``option_groups`` (at most 100)."""
         stored = self.response_slack.views.get(view_id, {}) if self.response_slack is not None else {}
         _, block_id = _find_element(stored.get("blocks"), action_id)
-        payload: JSONDict = {
-            "type": "block_suggestion",
-            "user": self._user(user_id),
-            "container": {"type": "view", "view_id": view_id},
-            "api_app_id": self.api_app_id,
-            "token": self.verification_token,
-            "action_id": action_id,
-            "block_id": block_id or "b",
-            "value": value,
-            "team": {"id": self.team_id, "domain": self.team_domain},
-            "enterprise": None,
-            "is_enterprise_install": False,
-            "view": self._view(view_id, {}),
-        }
+        payload = self._interactive("block_suggestion", user_id, trigger=False,
+                                    container={"type": "view", "view_id": view_id}, action_id=action_id,
+                                    block_id=block_id or "b", value=value, view=self._view(view_id, {}))
         return self._payload_request(payload, timestamp, extra_headers)
 
     def app_home_opened(
@@ -333,22 +288,26 @@ class SlackRequests:
         }
         if element is not None and isinstance(element.get("text"), dict):
             action["text"] = element["text"]
-        payload: JSONDict = {
-            "type": "block_actions",
-            "user": self._user(user_id),
-            "api_app_id": self.api_app_id,
-            "token": self.verification_token,
-            "container": {"type": "view", "view_id": view.get("id", "")},
-            "trigger_id": self._trigger_id(),
-            "team": {"id": self.team_id, "domain": self.team_domain},
-            "enterprise": None,
-            "is_enterprise_install": False,
-            "view": view,
-            "actions": [action],
-        }
+        payload = self._interactive("block_actions", user_id, container={"type": "view", "view_id": view.get("id", "")},
+                                    view=view, actions=[action])
         return self._payload_request(payload, timestamp, extra_headers)
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _interactive(self, kind: str, user_id: str, *, trigger: bool = True, **fields: Any) -> JSONDict:
+        """What every interactivity payload of this app carries (Slack's common fields), then `fields`."""
+        payload: JSONDict = {
+            "type": kind,
+            "user": self._user(user_id),
+            "api_app_id": self.api_app_id,
+            "token": self.verification_token,
+            "team": {"id": self.team_id, "domain": self.team_domain},
+            "enterprise": None,
+            "is_enterprise_install": False,
+        }
+        if trigger:
+            payload["trigger_id"] = self._trigger_id()
+        return {**payload, **fields}
 
     def _view(
         self, view_id: str, values: Mapping[str, Any], *, callback_id: str | None = None,

@@ -26,6 +26,7 @@ from urllib3.exceptions import ProtocolError
 
 from bot.sandbox import operators
 from bot.sandbox.kubeapi import KubeEmulator
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +60,6 @@ def ns() -> str:
     return f"d-{uuid.uuid4().hex[:8]}"
 
 
-def wait_for(probe: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
-        time.sleep(0.02)
-
-
 def deployment(name: str, replicas: int = 2) -> dict[str, Any]:
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
@@ -79,7 +69,7 @@ def deployment(name: str, replicas: int = 2) -> dict[str, Any]:
 
 def running(apps: client.AppsV1Api, core: client.CoreV1Api, ns: str, name: str, replicas: int = 2) -> None:
     apps.create_namespaced_deployment(ns, deployment(name, replicas))
-    wait_for(lambda: (apps.read_namespaced_deployment(name, ns).status.ready_replicas or 0) == replicas)
+    wait_until(lambda: (apps.read_namespaced_deployment(name, ns).status.ready_replicas or 0) == replicas)
 
 
 def pods(core: client.CoreV1Api, ns: str) -> list[Any]:
@@ -159,7 +149,7 @@ def test_background_is_the_default_the_owner_goes_at_once_and_dependents_after(a
         apps.read_namespaced_deployment("bg", ns)
     assert gone.value.status == 404
     assert replica_sets(apps, ns), "the collector works after the DELETE, not inside it"
-    wait_for(lambda: not pods(core, ns) and not replica_sets(apps, ns))
+    wait_until(lambda: not pods(core, ns) and not replica_sets(apps, ns))
 
 
 def test_orphan_keeps_dependents_running_without_an_owner_reference(apps, core, ns):
@@ -182,7 +172,7 @@ def test_orphan_keeps_dependents_running_without_an_owner_reference(apps, core, 
 def test_legacy_orphan_dependents_maps_onto_the_policies(api, apps, core, ns):
     running(apps, core, ns, "legacy-true", replicas=1)
     apps.delete_namespaced_deployment("legacy-true", ns, orphan_dependents=True)
-    wait_for(lambda: [rs for rs in replica_sets(apps, ns) if rs.metadata.owner_references is None])
+    wait_until(lambda: [rs for rs in replica_sets(apps, ns) if rs.metadata.owner_references is None])
     assert len(pods(core, ns)) == 1
 
     both = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground",
@@ -238,7 +228,7 @@ def test_a_finalizer_removed_by_put_releases_the_object(core, ns):
     assert live.metadata.deletion_timestamp is not None
     live.metadata.finalizers = []
     core.replace_namespaced_config_map("put", ns, live)
-    wait_for(lambda: not core.list_namespaced_config_map(ns, field_selector="metadata.name=put").items)
+    wait_until(lambda: not core.list_namespaced_config_map(ns, field_selector="metadata.name=put").items)
 
 
 def test_foreground_owner_waits_for_a_dependent_held_by_a_finalizer(apps, core, ns):
@@ -248,11 +238,11 @@ def test_foreground_owner_waits_for_a_dependent_held_by_a_finalizer(apps, core, 
     apps.delete_namespaced_deployment("blocked", ns, propagation_policy="Foreground")
     # the collector deletes down the chain; the pod is marked but its finalizer holds it, and so the
     # ReplicaSet (blockOwnerDeletion) and the Deployment wait
-    wait_for(lambda: core.read_namespaced_pod(pod.metadata.name, ns).metadata.deletion_timestamp is not None)
+    wait_until(lambda: core.read_namespaced_pod(pod.metadata.name, ns).metadata.deletion_timestamp is not None)
     assert apps.read_namespaced_deployment("blocked", ns).metadata.finalizers == ["foregroundDeletion"]
     core.patch_namespaced_pod(pod.metadata.name, ns, {"metadata": {"finalizers": None}},
                               _content_type="application/merge-patch+json")
-    wait_for(lambda: not apps.list_namespaced_deployment(ns).items and not replica_sets(apps, ns)
+    wait_until(lambda: not apps.list_namespaced_deployment(ns).items and not replica_sets(apps, ns)
              and not pods(core, ns))
 
 
@@ -261,9 +251,9 @@ def test_statefulset_pods_are_collected(apps, core, ns):
     body["kind"] = "StatefulSet"
     body["spec"]["serviceName"] = "db"
     apps.create_namespaced_stateful_set(ns, body)
-    wait_for(lambda: len(pods(core, ns)) == 2)
+    wait_until(lambda: len(pods(core, ns)) == 2)
     apps.delete_namespaced_stateful_set("db", ns, propagation_policy="Foreground")
-    wait_for(lambda: not apps.list_namespaced_stateful_set(ns).items)
+    wait_until(lambda: not apps.list_namespaced_stateful_set(ns).items)
     assert pods(core, ns) == []
 
 
@@ -273,13 +263,13 @@ def test_the_operators_dependents_are_collected(api, core, ns):
            "spec": {"replicas": 1, "leaderWorkerTemplate": {"size": 2, "workerTemplate": {
                "spec": {"containers": [{"name": "main", "image": "vllm:1"}]}}}}}
     custom.create_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", ns, "leaderworkersets", lws)
-    wait_for(lambda: len(pods(core, ns)) == 2)
+    wait_until(lambda: len(pods(core, ns)) == 2)
     assert all(p.metadata.owner_references[0].kind == "LeaderWorkerSet" for p in pods(core, ns))
     custom.delete_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", ns, "leaderworkersets", "big",
                                            propagation_policy="Foreground")
     assert custom.get_namespaced_custom_object("leaderworkerset.x-k8s.io", "v1", ns, "leaderworkersets",
                                                "big")["metadata"]["deletionTimestamp"]
-    wait_for(lambda: not pods(core, ns) and not custom.list_namespaced_custom_object(
+    wait_until(lambda: not pods(core, ns) and not custom.list_namespaced_custom_object(
         "leaderworkerset.x-k8s.io", "v1", ns, "leaderworkersets")["items"])
 
 
@@ -291,7 +281,7 @@ def test_a_dependent_with_another_living_owner_stays(core, ns):
     core.create_namespaced_config_map(ns, {"metadata": {"name": "shared", "ownerReferences": refs}})
     core.delete_namespaced_config_map("owner-a", ns)
     # the collector drops the reference to the owner that went, and keeps the object
-    wait_for(lambda: len(core.read_namespaced_config_map("shared", ns).metadata.owner_references) == 1)
+    wait_until(lambda: len(core.read_namespaced_config_map("shared", ns).metadata.owner_references) == 1)
     assert core.read_namespaced_config_map("shared", ns).metadata.owner_references[0].name == "owner-b"
     core.delete_namespaced_config_map("owner-b", ns)
-    wait_for(lambda: not core.list_namespaced_config_map(ns, field_selector="metadata.name=shared").items)
+    wait_until(lambda: not core.list_namespaced_config_map(ns, field_selector="metadata.name=shared").items)
