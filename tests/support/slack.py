@@ -7,6 +7,10 @@ from tests.support.waiting import wait_until
 
 OPERATOR, APPROVER, APPROVER2, ADMIN, VIEWER = "U0OPERATOR", "U0APPROVER", "U0APPROVER2", "U0ADMIN", "U0VIEWER"
 CHANNEL = "C0OPS"
+# The local Slack Web API on its own (tests/bot/sandbox): its bot token and the signing secret of the
+# requests the tests sign.
+LOCAL_TOKEN = "xoxb-test"
+LOCAL_SECRET = "local-signing-secret"
 
 
 def card_for(slack: LocalSlack, channel: str = CHANNEL, timeout: float = 10, n: int = 1) -> Call:

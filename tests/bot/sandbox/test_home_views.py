@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -18,25 +17,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
 from bot.sandbox.slack.webapi import LocalSlack, SlackRequests
-
-TOKEN = "xoxb-test"
-SECRET = "local-signing-secret"
-
-
-@pytest.fixture
-def slack() -> Iterator[LocalSlack]:
-    with LocalSlack(bot_token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-def client(slack: LocalSlack) -> WebClient:
-    return WebClient(token=TOKEN, base_url=slack.api_url, timeout=5)
-
-
-@pytest.fixture
-def signer(slack: LocalSlack) -> SlackRequests:
-    return SlackRequests(SECRET, response_slack=slack)
+from tests.support.slack import LOCAL_SECRET as SECRET
+from tests.support.slack import LOCAL_TOKEN as TOKEN
 
 
 def section(text: str) -> dict:

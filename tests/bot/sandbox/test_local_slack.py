@@ -21,26 +21,11 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
 from bot.sandbox.slack.webapi import Call, LocalSlack, SlackRequests, block_kit_errors
+from tests.support.slack import LOCAL_SECRET as SECRET
+from tests.support.slack import LOCAL_TOKEN as TOKEN
 
-TOKEN = "xoxb-test"
-SECRET = "local-signing-secret"
 TS_PATTERN = re.compile(r"^\d{10}\.\d{6}$")
 
-
-@pytest.fixture
-def slack() -> Iterator[LocalSlack]:
-    with LocalSlack(bot_token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-def client(slack: LocalSlack) -> WebClient:
-    return WebClient(token=TOKEN, base_url=slack.api_url, timeout=5)
-
-
-@pytest.fixture
-def signer(slack: LocalSlack) -> SlackRequests:
-    return SlackRequests(SECRET, response_slack=slack)
 
 
 def section(text: str) -> dict:

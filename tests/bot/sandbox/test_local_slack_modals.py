@@ -4,7 +4,6 @@ shortcut, block_actions-in-a-view and block_suggestion payloads it signs for the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from urllib.parse import parse_qs
 
 import pytest
@@ -14,25 +13,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot.sandbox.slack.blockkit import block_kit_errors, view_errors
 from bot.sandbox.slack.webapi import LocalSlack, SlackRequests
-
-TOKEN = "xoxb-test"
-SECRET = "local-signing-secret"
-
-
-@pytest.fixture
-def slack() -> Iterator[LocalSlack]:
-    with LocalSlack(bot_token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-def client(slack: LocalSlack) -> WebClient:
-    return WebClient(token=TOKEN, base_url=slack.api_url, timeout=5)
-
-
-@pytest.fixture
-def signer(slack: LocalSlack) -> SlackRequests:
-    return SlackRequests(SECRET, response_slack=slack)
+from tests.support.slack import LOCAL_SECRET as SECRET
 
 
 def _opt(value: str, text: str | None = None) -> dict:
