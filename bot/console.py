@@ -38,6 +38,10 @@ Console commands:
   :click ACTION VALUE click any button (action id and value as shown in [brackets])
   :home               open the bot's Home tab (its buttons: :home-click ACTION VALUE)
   :wait               wait until the bot is idle                :quit              leave
+{sandbox}"""
+SANDBOX_HELP = """\
+  :ice TYPE[/ZONE]    sandbox: EC2 has no capacity for TYPE (e.g. g6.48xlarge, g6.xlarge/us-west-2a)
+  :ice off            sandbox: capacity everywhere again
 """
 
 
@@ -94,8 +98,11 @@ def _buttons(block: dict[str, Any]) -> list[dict[str, Any]]:
 
 class Console:
     def __init__(self, runtime: Runtime, slack: LocalSlack, requests: SlackRequests, *, user: str,
-                 channel: str, out: TextIO, files_dir: Path | None = None) -> None:
+                 channel: str, out: TextIO, files_dir: Path | None = None,
+                 short_of: set[str] | None = None) -> None:
         self.runtime = runtime
+        # The sandbox Karpenter's insufficient-capacity list (None outside the sandbox): what `:ice` edits.
+        self.short_of = short_of
         self.slack = slack
         self.requests = requests
         self.user = user
@@ -201,9 +208,21 @@ class Console:
             self._dispatch(body, headers)
         elif verb == ":wait":
             self.wait(timeout=120)
+        elif verb == ":ice" and len(args) == 1 and self.short_of is not None:
+            self._insufficient_capacity(args[0])
         else:
-            self._print(CONSOLE_HELP.format(personas=""))
+            self._print(CONSOLE_HELP.format(personas="", sandbox=SANDBOX_HELP if self.short_of is not None else ""))
         return True
+
+    def _insufficient_capacity(self, offering: str) -> None:
+        assert self.short_of is not None
+        if offering == "off":
+            self.short_of.clear()
+            self._print("[sandbox] EC2 has capacity for every instance type again.")
+            return
+        self.short_of.add(offering)
+        self._print(f"[sandbox] EC2 now has no capacity for {offering}: Karpenter's launches of it fail "
+                    "(InsufficientCapacityError) until `:ice off`.")
 
     def click(self, action_id: str, value: str) -> None:
         card = self._find_button(action_id, value)
@@ -307,12 +326,14 @@ def run_console(config: Config | None, settings: Settings, *, sandbox: bool, use
             runtime.worker.start()
             runtime.start_home()
             console = Console(runtime, slack, SlackRequests(secret, response_slack=slack), user=user,
-                              channel=channel, out=out, files_dir=files)
+                              channel=channel, out=out, files_dir=files,
+                              short_of=box.emulator.controller.insufficient_capacity if box is not None else None)
             if sandbox:
                 personas = "; sandbox personas: " + ", ".join(f"{u} ({r})" for u, r in PERSONAS.items())
                 notes = "".join(f"{note}\n" for note in box.notes) if box is not None else ""
                 print("infer-bot console: SANDBOX (an emulated local cluster; nothing real is changed)\n"
-                      + notes + CONSOLE_HELP.format(personas=personas) + f"You are {user} in #{channel}. "
+                      + notes + CONSOLE_HELP.format(personas=personas, sandbox=SANDBOX_HELP)
+                      + f"You are {user} in #{channel}. "
                       f"Files the bot uploads (charts, images, plans) are saved in {files.resolve()}.", file=out)
             console.loop(stdin)
             console.wait()

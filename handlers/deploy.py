@@ -184,17 +184,18 @@ def _karpenter_instance(api: ReleaseApi, cmd: Command, cluster: str, preset: cat
                         replicas: int, region: str) -> tuple[str | None, fit.FitEstimate | None]:
     """The instance to deploy on where Karpenter's NodePools decide what can launch: `instance=` only
     if a NodePool allows it (or a Node of that type already exists: a node group); by default the
-    preset's, or when no NodePool allows that, the cheapest type they allow that fits. Without
-    NodePools (no API, or none) nothing changes."""
+    cheapest type they allow that fits the preset as configured. Without NodePools (no API, or none)
+    nothing changes: the preset's own instance."""
     try:
         nodepools = karpenter.list_nodepools(api)
         allowed = set(karpenter.allowed_instances(nodepools)) | karpenter.node_instance_types(api) \
             if nodepools else set()
     except OpsError:
         return instance, None  # NodePools the bot may not read: the fit check alone, as without Karpenter
-    # The preset's own instance stays the default while a NodePool allows it (upstream's values pin
-    # some, e.g. g5.48xlarge for the LWS presets); otherwise the cheapest allowed type that fits.
-    if not nodepools or (instance or preset.instance) in allowed:
+    # Karpenter launches whatever the pod's nodeSelector names among what the NodePools allow, so the
+    # default is a choice the bot makes: the cheapest allowed type that fits, not the type upstream's
+    # values happen to pin (g5.48xlarge for the LWS presets while g6.48xlarge fits for less).
+    if not nodepools or (instance is not None and instance in allowed):
         return instance, None
     if instance is not None and instance not in instances.load_instances():
         return instance, None  # a typo: the fit check names the instance types it knows

@@ -125,3 +125,18 @@ def test_the_default_instance_is_the_cheapest_a_nodepool_allows(make_bot, slack,
     op = db.operation(int(op_id_of(card_for(slack))))
     [dep] = [o for o in json.loads(op["params"])["objects"] if o["kind"] == "Deployment"]
     assert dep["spec"]["template"]["spec"]["nodeSelector"]["node.kubernetes.io/instance-type"] == "g5.xlarge"
+
+
+@needs_helm
+def test_a_cheaper_type_a_nodepool_allows_wins_over_the_presets_own(make_bot, slack, kube, db):
+    # Upstream's values pin g5.48xlarge for this preset; a g6 NodePool launches g6.48xlarge, which
+    # fits the same tensor parallelism for less, so the card proposes that.
+    with_karpenter(kube, operators.nodepool("g5-nvidia", ["g5"]), operators.nodepool("g6-nvidia", ["g6"]))
+    bot = make_bot(chart={"path": str(BUNDLED_CHART)})
+    bot.slash("deploy llama-4-scout-17b-vllm name=scout", user=OPERATOR)
+
+    shown = text_of(card_for(slack))
+    assert "Fits on `g6.48xlarge`" in shown and "vllm on `g6.48xlarge` × 1" in shown
+    op = db.operation(int(op_id_of(card_for(slack))))
+    [dep] = [o for o in json.loads(op["params"])["objects"] if o["kind"] == "Deployment"]
+    assert dep["spec"]["template"]["spec"]["nodeSelector"]["node.kubernetes.io/instance-type"] == "g6.48xlarge"
