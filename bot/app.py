@@ -19,10 +19,12 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot import logs
+from bot.after_ack import Deferral, InboxRunner
 from bot.clusters import Clusters
 from bot.config import Config, Settings
 from bot.db.digests import DigestStore
 from bot.db.home import HomeTabs
+from bot.db.inbox import Inbox
 from bot.db.releases import ReleaseHistory
 from bot.db.schedules import ScheduleStore
 from bot.db.store import Store, make_engine, migrate
@@ -95,11 +97,21 @@ class Runtime:
     digests: DigestStore | None = None
     scheduler: DigestScheduler | None = None  # started by `serve` only
     home: HomeRefresher | None = None  # keeps open App Home tabs current
+    inbox: InboxRunner | None = None  # a worker process's: requests `serve` acked (server.after_ack: queue)
+    role: str = "all"  # see ROLES
 
     @property
     def quiet(self) -> bool:
         """Nothing in flight: no listener, no after-ack work, no running operation."""
         return self.listeners.idle and (self.work is None or self.work.idle) and not self.worker.busy
+
+    def start_background(self) -> None:
+        """Operations, schedules, digests and Home refreshes: what runs beside the Slack listeners in
+        one process (`serve` with after_ack inline, the console) or in each worker process."""
+        self.worker.start()
+        self.start_scheduler()
+        if self.inbox is not None:
+            self.inbox.start()
 
     def start_scheduler(self) -> DigestScheduler:
         """Scheduled digests (config `digests:` and channel subscriptions) in this process."""
@@ -150,11 +162,22 @@ class Runtime:
             self.scheduler.stop()
         if self.home is not None:
             self.home.stop()
+        if self.inbox is not None:
+            self.inbox.stop()
         self.worker.stop()
         self.store.engine.dispose()
 
 
-def build_runtime(config: Config, settings: Settings, *, client: WebClient | None = None) -> Runtime:
+# What a process built by build_runtime does with Slack's requests:
+#   "all"    answer them and do all the work (the console; `serve` with server.after_ack: inline)
+#   "front"  answer them, and hand what follows the ack to worker processes through the inbox
+#   "worker" replay what a front handed over; no HTTP
+ROLES = ("all", "front", "worker")
+
+
+def build_runtime(config: Config, settings: Settings, *, client: WebClient | None = None,
+                  role: str = "all") -> Runtime:
+    assert role in ROLES, role
     engine = make_engine(settings.infer_bot_database_url)
     migrate(engine)
     store = Store(engine)
@@ -172,24 +195,39 @@ def build_runtime(config: Config, settings: Settings, *, client: WebClient | Non
     # interpreter lock, so 8 threads keep 8 slow cluster calls in flight; more only gives the acks
     # more threads to queue behind for the lock when CPU-bound bursts arrive (bench/ack_latency.py).
     work = ListenerPool(max_workers=8, name="work")
+    inbox = Inbox(store)
+    deferral = Deferral(inbox) if role == "front" else None
+    # A worker replays a request on one of its inbox threads, which does the after-ack part itself.
+    run_later: Callable[..., Any] = (deferral.run_later if deferral is not None
+                                     else _inline if role == "worker" else work.submit)
     deps = Deps(config=config, store=store, policy=policy, clusters=clusters,
                 approval_ttl=timedelta(hours=config.operations.approval_timeout_hours),
                 wake_worker=worker.wake, pacer=Pacer(), builds=SharedBuilds(), verbs=VERB_TABLE,
-                command=config.slack.command, digests=digests, run_later=work.submit,
+                command=config.slack.command, digests=digests, run_later=run_later,
                 releases=ReleaseHistory(store), schedules=ScheduleStore(store), home=home_tabs)
     # Listener threads only verify, dispatch and ack, so a few suffice; the slow part goes to `work`.
     listeners = ListenerPool(max_workers=16)
-    app = build_app(settings, client, deps, listeners)
+    app = build_app(settings, client, deps, listeners, deferral=deferral, replaying=role == "worker")
+    runner = InboxRunner(inbox, app, worker.id) if role == "worker" else None
     return Runtime(config, settings, store, policy, clusters, client, app, worker, listeners, work=work, deps=deps,
-                   digests=digests, home=HomeRefresher(deps, client, home_tabs))
+                   digests=digests, home=HomeRefresher(deps, client, home_tabs), inbox=runner, role=role)
 
 
-def build_app(settings: Settings, client: WebClient, deps: Deps, listeners: ThreadPoolExecutor) -> App:
+def _inline(fn: Callable[..., Any], *args: Any) -> None:
+    fn(*args)
+
+
+def build_app(settings: Settings, client: WebClient, deps: Deps, listeners: ThreadPoolExecutor, *,
+              deferral: Deferral | None = None, replaying: bool = False) -> App:
     app = App(
         client=client,
         signing_secret=settings.slack_signing_secret,
         token_verification_enabled=False,  # no Slack call at start-up; auth.test runs on first use
-        process_before_response=False,  # ack first, work after: Slack wants its answer within 3 s
+        # Ack first, work after: Slack wants its answer within 3 s. A worker replaying an acked
+        # request runs the listener to its end instead, so the request is done when dispatch returns.
+        process_before_response=replaying,
+        # The acking process verified the signature; a replay may come minutes later, past its window.
+        request_verification_enabled=not replaying,
         listener_executor=listeners,
     )
 
@@ -200,5 +238,7 @@ def build_app(settings: Settings, client: WebClient, deps: Deps, listeners: Thre
         logs.slack_user.set(str(user) if user else None)
         return next()
 
+    if deferral is not None:
+        app.middleware(deferral.middleware)
     register_listeners(app, deps.command)
     return app

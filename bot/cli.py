@@ -1,4 +1,4 @@
-"""`infer-bot` command line: serve, console, check.
+"""`infer-bot` command line: serve, worker, console, digest, check.
 
 Heavy modules (Bolt, the Kubernetes client, SQLAlchemy) are imported inside the commands, so
 `infer-bot --help` answers at once.
@@ -32,18 +32,45 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     from bot.app import build_runtime
 
-    runtime = build_runtime(_config(settings, args.config), settings)
-    runtime.start_scheduler()  # scheduled digests; every replica runs it, the database picks one poster
+    config = _config(settings, args.config)
+    # Socket Mode's acks go out over its own connection: nothing there to keep free of work.
+    queue = config.server.after_ack == "queue" and not args.socket_mode
+    runtime = build_runtime(config, settings, role="front" if queue else "all")
     if args.socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-        runtime.worker.start()
+        runtime.start_background()
         SocketModeHandler(runtime.app, settings.slack_app_token).start()
         return 0
     from bot.server import serve
 
-    serve(runtime, args.host, args.port or settings.port)
+    workers = None
+    if queue and config.server.worker_processes:
+        from bot.processes import WorkerProcesses
+
+        workers = WorkerProcesses(config.server.worker_processes, _passed_on(args))
+    serve(runtime, args.host, args.port or settings.port, workers=workers)
     return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.slack_bot_token:
+        print("infer-bot worker: set SLACK_BOT_TOKEN in the environment", file=sys.stderr)
+        return 2
+    from bot.app import build_runtime
+    from bot.processes import run_worker
+
+    run_worker(build_runtime(_config(settings, args.config), settings, role="worker"), metrics_port=args.metrics_port)
+    return 0
+
+
+def _passed_on(args: argparse.Namespace) -> list[str]:
+    """The global options a child `infer-bot worker` needs to match its `serve`."""
+    out: list[str] = []
+    for flag, value in (("--config", args.config), ("--log-level", args.log_level), ("--log-format", args.log_format)):
+        if value:
+            out += [flag, value]
+    return out
 
 
 def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
@@ -109,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=0, help="default: $PORT or 3000")
     serve.add_argument("--socket-mode", action="store_true", help="connect out with SLACK_APP_TOKEN")
     serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="act on the Slack requests `serve` acked (server.after_ack: queue) "
+                                           "and run approved operations, schedules and digests")
+    worker.add_argument("--metrics-port", type=int, default=0,
+                        help="serve this process's Prometheus metrics on the port (default: none)")
+    worker.set_defaults(func=cmd_worker)
 
     console = sub.add_parser("console", help="the same handlers without Slack, on stdin/stdout")
     console.add_argument("--sandbox", action="store_true", help="run against an embedded local sandbox")

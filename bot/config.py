@@ -297,6 +297,11 @@ class ServerConfig(_Strict):
     # limit only needs to stay below the process's descriptor limit.
     connection_limit: int = Field(default=4000, ge=100)
     threads: int = Field(default=16, ge=1, le=256)  # handle complete requests: verify, parse, ack
+    # What follows an ack (cluster reads, cards, replies): "inline" in the serving process's threads,
+    # or "queue": through the database to worker processes, so acks never wait behind that work.
+    after_ack: Literal["inline", "queue"] = "inline"
+    # With "queue": worker processes `serve` starts beside itself (0 when `infer-bot worker` runs elsewhere).
+    worker_processes: int = Field(default=1, ge=0, le=32)
 
 
 class Config(_Strict):

@@ -1,7 +1,8 @@
 """HTTP mode: a WSGI app (Slack events, health, metrics) served by waitress, a production server.
 
-waitress is single-process and multi-threaded, which suits a bot whose worker and scheduler are
-threads of the same process; replicas scale out as separate processes on one database.
+waitress is single-process and multi-threaded. With `server.after_ack: inline` the worker and the
+scheduler are threads of the same process; with `queue` this process only answers Slack and worker
+processes (bot/processes.py) do the rest. Replicas scale out as separate processes on one database.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from bot.app import Runtime
 from bot.config import ServerConfig
 from bot.db.tables import FINAL
+from bot.processes import WorkerProcesses
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +108,11 @@ def waitress_options(server: ServerConfig) -> dict[str, Any]:
     }
 
 
-def serve(runtime: Runtime, host: str, port: int) -> None:
-    """Serve until SIGTERM/SIGINT, then drain: not ready, running operations finish, then exit."""
+def serve(runtime: Runtime, host: str, port: int, *, workers: WorkerProcesses | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: not ready, running operations finish, then exit.
+
+    A runtime in the "front" role only answers Slack: `workers` (or `infer-bot worker` elsewhere) do
+    the rest; otherwise this process runs operations, schedules and digests too."""
     from waitress import create_server
 
     draining = threading.Event()
@@ -117,7 +122,10 @@ def serve(runtime: Runtime, host: str, port: int) -> None:
     def drain_then_stop() -> None:
         grace = runtime.config.operations.shutdown_grace_seconds
         log.info("stopping: draining running operations for up to %gs", grace)
-        runtime.worker.drain(grace)
+        if workers is not None:
+            workers.stop(grace)
+        else:
+            runtime.worker.drain(grace)
         _thread.interrupt_main()  # waitress's loop ends on KeyboardInterrupt and joins its threads
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -128,10 +136,16 @@ def serve(runtime: Runtime, host: str, port: int) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    runtime.worker.start()
+    if runtime.role == "front":
+        if workers is not None:
+            workers.start()
+    else:
+        runtime.start_background()
     log.info("serving Slack at http://%s:%s/slack/events", host, port)
     try:
         server.run()  # returns once interrupted, after waitress's worker threads finished
     finally:
+        if workers is not None:
+            workers.stop(0)  # already drained on a signal; this covers any other way out
         runtime.close()
         log.info("stopped")

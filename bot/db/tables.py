@@ -391,3 +391,23 @@ class HomeTab(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     # A digest of the operations part last published: a refresh publishes only when it differs.
     shown: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class InboxStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+
+
+class InboxItem(Base):
+    """A Slack request the acking process verified and answered, waiting for a worker process to do
+    the rest (bot/db/inbox.py). Done items are deleted; the delivery key keeps retries single."""
+
+    __tablename__ = "inbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    body: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default=InboxStatus.QUEUED, index=True)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(100), default=None)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

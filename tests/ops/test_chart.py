@@ -157,3 +157,24 @@ def test_rbac_allows_exactly_what_the_pipeline_calls(make_bot, slack, kube, tmp_
                for resource in rule["resources"] for verb in rule["verbs"]}
     assert used <= granted, f"calls the chart does not allow: {sorted(used - granted)}"
     assert granted <= used, f"granted but never used (not least privilege): {sorted(granted - used)}"
+
+
+def test_the_chart_runs_serve_and_workers_as_separate_deployments_by_default():
+    objs = rendered()
+    serve, worker = objs["Deployment/bot"], objs["Deployment/bot-worker"]
+    assert serve["spec"]["template"]["spec"]["containers"][0]["args"][0] == "serve"
+    [container] = worker["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:1] == ["worker"] and container["livenessProbe"]["httpGet"]["port"] == "metrics"
+    assert "SLACK_SIGNING_SECRET" not in {e["name"] for e in container["env"]}  # workers verify nothing
+    # The Service, the PDB and the serve Deployment never select a worker pod.
+    worker_labels = worker["spec"]["template"]["metadata"]["labels"]
+    for selector in (objs["Service/bot"]["spec"]["selector"], serve["spec"]["selector"]["matchLabels"],
+                     objs["PodDisruptionBudget/bot"]["spec"]["selector"]["matchLabels"]):
+        assert not selector.items() <= worker_labels.items()
+    config = yaml.safe_load(objs["ConfigMap/bot-config"]["data"]["config.yaml"])
+    assert config["server"] == {"after_ack": "queue", "worker_processes": 0}  # serve starts none of its own
+
+    inline = rendered("afterAck=inline", "config.server.read_timeout_seconds=7")
+    assert "Deployment/bot-worker" not in inline
+    config = yaml.safe_load(inline["ConfigMap/bot-config"]["data"]["config.yaml"])
+    assert config["server"] == {"after_ack": "inline", "worker_processes": 0, "read_timeout_seconds": 7}

@@ -42,17 +42,14 @@ class BotProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / f"bot-{self.port}.log"
         self.requests = SlackRequests(SIGNING_SECRET, response_slack=slack)
+        self.workers: list[subprocess.Popen[bytes]] = []  # `infer-bot worker` processes started by the test
 
     def start(self, timeout: float = 30, *, socket_mode: bool = False,
               ready: Callable[[], bool] | None = None) -> BotProcess:
         """Start the process; wait for /healthz (HTTP mode) or for `ready()` (Socket Mode)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "INFER_BOT_"))}
-        env.update(SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=self.slack.api_url,
-                   SLACK_APP_TOKEN=self.slack.app_token, INFER_BOT_CONFIG=str(self.config_path),
-                   INFER_BOT_DATABASE_URL=self.database_url)
         mode = ["--socket-mode"] if socket_mode else ["--host", "127.0.0.1", "--port", str(self.port)]
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", *mode], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", *mode], env=self.env(),
                                      stdout=self._log, stderr=self._log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -70,6 +67,34 @@ class BotProcess:
             time.sleep(0.1)
         raise RuntimeError(f"infer-bot did not become ready:\n{self.log()}")
 
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "INFER_BOT_"))}
+        env.update(SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=self.slack.api_url,
+                   SLACK_APP_TOKEN=self.slack.app_token, INFER_BOT_CONFIG=str(self.config_path),
+                   INFER_BOT_DATABASE_URL=self.database_url)
+        return env
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        """`infer-bot worker` with this replica's config and database, logging to the same file."""
+        log = self.log_path.open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=self.env(), stdout=log, stderr=log)
+        log.close()
+        self.workers.append(proc)
+        return proc
+
+    def children(self) -> list[int]:
+        """Process ids whose parent is this `serve` (the workers it started), from /proc."""
+        assert self.proc is not None
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                found.append(int(stat.parent.name))
+        return found
+
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
@@ -80,6 +105,13 @@ class BotProcess:
             self.proc.wait(10)
 
     def stop(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.terminate()
+                try:
+                    worker.wait(10)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -1,0 +1,99 @@
+"""`server.after_ack: queue`: `serve` answers Slack and hands the rest to worker processes through the
+database inbox; `infer-bot worker` (or the workers `serve` starts) do the cluster reads and the posts.
+
+- with no worker running, a command is acked and waits in the inbox; a worker started later posts its
+  card, and the card's buttons go the same way;
+- a usage error is still answered inside the ack, by `serve` alone, and audited;
+- two workers, a Slack retry and a burst of commands: every command is answered once;
+- `serve` SIGKILLed: the worker it started does not outlive it.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.support.botproc import Database
+from tests.support.slack import APPROVER, CHANNEL, OPERATOR, card_for, op_id_of, text_of
+from tests.support.waiting import wait_until
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    return request.getfixturevalue("postgres").new_database()
+
+
+def queued(db: Database) -> list[dict]:
+    return db.rows("SELECT * FROM inbox ORDER BY id")
+
+
+def test_a_command_waits_in_the_inbox_until_a_worker_takes_it(make_bot, slack, kube, database_url):
+    bot = make_bot(database_url=database_url, server={"after_ack": "queue", "worker_processes": 0})
+    db = Database(database_url)
+    reply = bot.slash("scale qwen 2", user=OPERATOR)
+    assert reply.status_code == 200 and reply.text == ""  # acked at once, with nothing to show yet
+    [waiting] = wait_until(lambda: queued(db), what="the command in the inbox")
+    assert "scale+qwen+2" in waiting["body"] and waiting["status"] == "queued"
+    assert db.rows("SELECT count(*) AS n FROM operations")[0]["n"] == 0  # serve did none of the work
+
+    bot.start_worker()
+    card = card_for(slack, timeout=30)
+    assert "qwen" in text_of(card)
+    wait_until(lambda: not queued(db), what="the inbox emptied")
+
+    # A click is acked by serve and carried out by the worker as well.
+    assert bot.click("op_approve", op_id_of(card), user=APPROVER, message_ts=card.response["ts"]).status_code == 200
+    done = slack.wait_for(lambda c: "Succeeded" in text_of(c) and c.params.get("thread_ts") == card.response["ts"],
+                          timeout=30)
+    assert "qwen" in text_of(done)
+    assert kube.get("apps/v1", "Deployment", "default", "qwen")["spec"]["replicas"] == 2
+
+
+def test_a_usage_error_is_answered_in_the_ack_by_serve_alone(make_bot, slack, db):
+    bot = make_bot(server={"after_ack": "queue", "worker_processes": 0})
+    reply = bot.slash("scale qwen lots", user=OPERATOR)
+    assert reply.status_code == 200
+    answer = reply.json()
+    assert answer["response_type"] == "ephemeral" and "lots" in answer["text"]
+    [row] = wait_until(lambda: [r for r in db.audit() if r["outcome"] == "refused"], what="the refusal audited")
+    assert row["action"] == "scale" and row["actor"] == OPERATOR
+    assert queued(db) == []  # nothing for a worker to do
+
+
+def test_two_workers_answer_each_command_once_retries_included(make_bot, slack, db):
+    bot = make_bot(server={"after_ack": "queue", "worker_processes": 2})
+    body, headers = bot.requests.slash("scale qwen 2", user_id=OPERATOR, channel_id=CHANNEL)
+    retry = dict(headers, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+    assert bot.post(body, headers).status_code == 200 and bot.post(body, retry).status_code == 200
+    channels = [f"C0BURST{i:02d}" for i in range(12)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        codes = list(pool.map(lambda ch: bot.slash("status", user=OPERATOR, channel=ch).status_code, channels))
+    assert codes == [200] * 12
+
+    card_for(slack, timeout=30)
+    wait_until(lambda: all(slack.ephemerals(ch, OPERATOR) for ch in channels), timeout=60,
+               what="every status answered")
+    wait_until(lambda: "not acting again" in bot.log(), what="the retry dropped by whichever worker got it")
+    wait_until(lambda: not queued(db), what="the inbox emptied")
+    assert [len(slack.ephemerals(ch, OPERATOR)) for ch in channels] == [1] * len(channels)  # once each
+    assert len([c for c in slack.calls_to("chat.postMessage") if op_id_of(c)]) == 1
+    assert db.rows("SELECT count(*) AS n FROM operations")[0]["n"] == 1
+
+
+def test_the_worker_serve_started_stops_when_serve_is_killed(make_bot):
+    bot = make_bot(server={"after_ack": "queue", "worker_processes": 1})
+    [child] = wait_until(bot.children, what="the worker process started")
+    bot.kill()
+    wait_until(lambda: not os.path.exists(f"/proc/{child}") or _zombie(child), what="the worker gone with serve")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
