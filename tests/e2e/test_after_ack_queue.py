@@ -3,18 +3,24 @@ database inbox; `infer-bot worker` (or the workers `serve` starts) do the cluste
 
 - with no worker running, a command is acked and waits in the inbox; a worker started later posts its
   card, and the card's buttons go the same way;
-- a usage error is still answered inside the ack, by `serve` alone, and audited;
+- a usage error is still answered inside the ack, by `serve` alone, and audited; so is a deploy form's
+  invalid field, while the accepted form's card comes from a worker;
+- the Home tab (an event, deferred whole) is published by a worker;
 - two workers, a Slack retry and a burst of commands: every command is answered once;
 - `serve` SIGKILLed: the worker it started does not outlive it.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from handlers import deploy_modal_blocks as mb
+from ops.helm import BUNDLED_CHART
+from tests.support.binaries import needs_helm
 from tests.support.botproc import Database
 from tests.support.slack import APPROVER, CHANNEL, OPERATOR, card_for, op_id_of, text_of
 from tests.support.waiting import wait_until
@@ -97,3 +103,41 @@ def _zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+@needs_helm
+def test_the_deploy_form_validates_in_serve_and_its_card_comes_from_a_worker(make_bot, slack, kube, db):
+    kube.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-token", "namespace": "default"},
+              "type": "Opaque", "data": {"token": base64.b64encode(b"hf_test_value").decode()}})
+    bot = make_bot(chart={"path": str(BUNDLED_CHART)}, server={"after_ack": "queue", "worker_processes": 0})
+    assert bot.slash("deploy", user=OPERATOR).status_code == 200
+    view = slack.wait_for(lambda c: c.method == "views.open" and c.status == 200).response["view"]
+
+    def submit(replicas: str):
+        preset = {"type": "static_select", "selected_option": {"value": "qwen3-1.7b-vllm"}}
+        state = {mb.PRESET: {mb.PRESET_ACTION: preset},
+                 mb.NAME: {mb.VALUE: {"type": "plain_text_input", "value": "formed"}},
+                 mb.REPLICAS: {mb.VALUE: {"type": "plain_text_input", "value": replicas}},
+                 mb.CLUSTER: {mb.VALUE: {"type": "static_select", "selected_option": {"value": "dev"}}}}
+        body, headers = bot.requests.view_submission(mb.CALLBACK, state, user_id=OPERATOR, view_id=view["id"],
+                                                     private_metadata=None)
+        return bot.post(body, headers)
+
+    refused = submit("500").json()  # serve alone answers the error next to its field
+    assert refused["response_action"] == "errors" and "replicas" in refused["errors"][mb.REPLICAS]
+    assert queued(db) == []
+    assert submit("1").status_code == 200
+    wait_until(lambda: queued(db), what="the accepted form in the inbox")
+    bot.start_worker()
+    card = card_for(slack, timeout=30)
+    assert "create `Deployment/formed`" in text_of(card)
+
+
+def test_the_home_tab_is_published_by_a_worker(make_bot, slack, db):
+    bot = make_bot(server={"after_ack": "queue", "worker_processes": 1})
+    body, headers = bot.requests.app_home_opened(user_id=OPERATOR)
+    assert bot.post(body, headers).status_code == 200
+    published = slack.wait_for(lambda c: c.method == "views.publish" and c.params.get("user_id") == OPERATOR,
+                               timeout=30)
+    assert published.status == 200
+    assert db.rows("SELECT user_id FROM home_tabs") == [{"user_id": OPERATOR}]
