@@ -272,7 +272,8 @@ def main() -> int:
                 top = max(p for _, p, c in worst[mode] if c == max(args.concurrency))
                 cards_top = max(card_p99[mode], default=float("nan"))
                 print(f"target: after_ack {mode}: ack p99 ≤ 1.5× the bare app at every concurrency → worst "
-                      f"{ratio:.2f}× at {conc} ({'met' if ratio <= 1.5 else 'MISSED'}); p99 < 100 ms at {max(args.concurrency)} "
+                      f"{ratio:.2f}× at {conc} ({'met' if ratio <= 1.5 else 'MISSED'}); p99 < 100 ms at "
+                      f"{max(args.concurrency)} "
                       f"→ {top:.1f} ms ({'met' if top < 100 else f'MISSED by {top - 100:.0f} ms'}); card posted "
                       f"p99 ≤ 1 s → worst {cards_top:.0f} ms ({'met' if cards_top <= 1000 else 'MISSED'})")
         finally:
