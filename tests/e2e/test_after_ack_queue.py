@@ -7,7 +7,7 @@ database inbox; `infer-bot worker` (or the workers `serve` starts) do the cluste
   invalid field, while the accepted form's card comes from a worker;
 - the Home tab (an event, deferred whole) is published by a worker;
 - two workers, a Slack retry and a burst of commands: every command is answered once;
-- `serve` SIGKILLed: the worker it started does not outlive it.
+- the worker `serve` starts runs at a lower CPU priority, and does not outlive a SIGKILLed `serve`.
 """
 
 from __future__ import annotations
@@ -90,9 +90,11 @@ def test_two_workers_answer_each_command_once_retries_included(make_bot, slack, 
     assert db.rows("SELECT count(*) AS n FROM operations")[0]["n"] == 1
 
 
-def test_the_worker_serve_started_stops_when_serve_is_killed(make_bot):
+def test_the_worker_serve_started_yields_the_cpu_and_stops_when_serve_is_killed(make_bot):
     bot = make_bot(server={"after_ack": "queue", "worker_processes": 1})
     [child] = wait_until(bot.children, what="the worker process started")
+    assert bot.proc is not None
+    assert _nice(child) == _nice(bot.proc.pid) + 10  # `ps -o ni`: acks get the CPU first
     bot.kill()
     wait_until(lambda: not os.path.exists(f"/proc/{child}") or _zombie(child), what="the worker gone with serve")
 
@@ -141,3 +143,8 @@ def test_the_home_tab_is_published_by_a_worker(make_bot, slack, db):
                                timeout=30)
     assert published.status == 200
     assert db.rows("SELECT user_id FROM home_tabs") == [{"user_id": OPERATOR}]
+
+
+def _nice(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])  # field 19 of proc(5), after pid and comm
