@@ -29,7 +29,8 @@ class ClusterAPI(Protocol):
 
     def put(self, obj: Mapping[str, Any]) -> Obj: ...
 
-    def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None: ...
+    def delete(self, api_version: str, kind: str, namespace: str | None, name: str, propagation: str | None = None,
+               grace: int | None = None) -> Obj | None: ...
 
 
 def utc_now() -> str:

@@ -22,6 +22,9 @@ class ControllerBase:
         self.schedule_delay = 0.05
         self.ready_delay = 0.1
         self.restart_backoff = 0.5
+        # seconds a container takes to exit after SIGTERM (capped by the pod's grace period); a model
+        # server that drains its requests first takes longer
+        self.termination_delay = 0.2
         self.failing_images: dict[str, str] = {}
         self.image_logs: dict[str, str] = {}
         self.virtual_node = "sandbox-node"
@@ -41,6 +44,7 @@ class ControllerBase:
         self._timers: set[asyncio.TimerHandle] = set()
         self._deadline_checks: dict[Key, asyncio.TimerHandle] = {}
         self._bound_at: dict[str, float] = {}
+        self._stopping: set[str] = set()  # uids of Terminating pods whose kubelet stop is scheduled
         self._next_restart: dict[str, float] = {}
         self._progress: dict[str, tuple[tuple[Any, ...], float]] = {}
         self._pod_ips = ipaddress.ip_network("10.244.0.0/16").hosts()

@@ -58,6 +58,12 @@ class Kubelet(ControllerBase):
             return
         self._start_pod(pod)
 
+    def _stop_pod(self, namespace: str, name: str) -> None:
+        """The containers of a Terminating pod have exited: the kubelet deletes it for good (grace 0)."""
+        pod = self.api.get("v1", "Pod", namespace, name)
+        if pod is not None and is_deleting(pod):
+            self.api.delete("v1", "Pod", namespace, name, grace=0)
+
     @staticmethod
     def _pull_failed(pod: Mapping[str, Any]) -> bool:
         return any(

@@ -30,6 +30,8 @@ class Controller(Workloads, Scheduler, Kubelet):
       ``schedule_delay``  seconds between a pod's creation and the scheduler's pass over it
       ``ready_delay``     seconds a bound pod spends in ContainerCreating before it runs
       ``restart_backoff`` base seconds between restarts of crash-looping containers (doubles, capped)
+      ``termination_delay``  seconds a deleted pod's containers take to exit (capped by its grace
+                          period); until then the pod is Terminating, then its kubelet removes it
       ``failing_images``  image -> "ImagePullBackOff" | "CrashLoopBackOff" | "OOMKilled"
       ``image_logs``      image -> text served by ``pods/log``
       ``virtual_node``    node name used when the cluster has no Node objects (capacity unlimited)
@@ -115,6 +117,11 @@ class Controller(Workloads, Scheduler, Kubelet):
             self._later(self.ready_delay, ("Pod", meta.get("namespace") or "", meta.get("name", "")))
         elif event_type == "DELETED":
             self._enqueue(_SCHEDULER)  # capacity freed: pending pods may fit now
+        elif meta.get("deletionTimestamp") and (pod.get("spec") or {}).get("nodeName") \
+                and meta.get("uid") not in self._stopping:
+            self._stopping.add(meta.get("uid", ""))
+            grace = float(meta.get("deletionGracePeriodSeconds") or 0)
+            self._later(min(self.termination_delay, grace), ("PodStop", meta.get("namespace") or "", meta["name"]))
 
     def _resync(self) -> None:
         for kind in ("Deployment", "ReplicaSet", "StatefulSet"):
@@ -129,13 +136,15 @@ class Controller(Workloads, Scheduler, Kubelet):
                 self._enqueue((kind, meta_of(obj).get("namespace") or "", meta_of(obj)["name"]))
         for pod in self.api.list("v1", "Pod"):
             if (pod.get("spec") or {}).get("nodeName"):
-                self._enqueue(("Pod", meta_of(pod).get("namespace") or "", meta_of(pod)["name"]))
+                kind = "PodStop" if meta_of(pod).get("deletionTimestamp") else "Pod"
+                self._enqueue((kind, meta_of(pod).get("namespace") or "", meta_of(pod)["name"]))
         for claim in self._claims():
             self._enqueue(("NodeClaim", "", meta_of(claim)["name"]))
         self._enqueue(_SCHEDULER)
 
     def _forget(self, uid: str) -> None:
         self._bound_at.pop(uid, None)
+        self._stopping.discard(uid)
         self._next_restart.pop(uid, None)
         self._progress.pop(uid, None)
         self._nominated.pop(uid, None)
@@ -162,6 +171,7 @@ class Controller(Workloads, Scheduler, Kubelet):
             "ReplicaSet": self._sync_replicaset,
             "StatefulSet": self._sync_statefulset,
             "Pod": self._sync_pod,
+            "PodStop": self._stop_pod,
             "NodeClaim": self._sync_nodeclaim,
             "Scheduler": lambda _ns, _name: self._schedule_pending(),
             **{kind: functools.partial(operators.sync, self.api, kind) for kind in operators.KINDS},

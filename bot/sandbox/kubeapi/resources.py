@@ -19,7 +19,12 @@ SYSTEM_METADATA: Final = frozenset(
 
 
 def utc_now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_after(0)
+
+
+def utc_after(seconds: float) -> str:
+    moment = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def meta_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -166,16 +166,17 @@ class KubeEmulator(Subresources, Discovery):
             return [copy.deepcopy(render(rt, item)) for item in items]
 
     def delete(  # type: ignore[override]  # not kmock's HTTP DELETE helper
-        self, api_version: str, kind: str, namespace: str | None, name: str, propagation: str | None = None
+        self, api_version: str, kind: str, namespace: str | None, name: str, propagation: str | None = None,
+        grace: int | None = None,
     ) -> Obj | None:
-        """Delete an object as a DELETE request with ``propagation`` would (None: Background unless its
-        finalizers say otherwise); returns its last state (still held by finalizers, or as removed),
-        or None if absent."""
+        """Delete an object as a DELETE request with ``propagation`` and ``gracePeriodSeconds`` would (None:
+        Background unless its finalizers say otherwise; a running pod's own grace period); returns its
+        last state (still held by finalizers, Terminating, or as removed), or None if absent."""
 
         def delete_now() -> Obj | None:
             rt = self._type_for_kind(api_version, kind)
             found = self._store.get(rt.key, namespace if rt.namespaced else None, name)
-            return self._delete_object(rt, found, propagation) if found is not None else None
+            return self._delete_object(rt, found, propagation, grace) if found is not None else None
 
         result = self._in_loop(delete_now)
         return copy.deepcopy(result) if result is not None else None

@@ -31,7 +31,7 @@ from bot.sandbox.kubeapi.patch import (
     merge_patch,
     strategic_merge_patch,
 )
-from bot.sandbox.kubeapi.resources import SYSTEM_METADATA, Obj, ResourceType, meta_of, render, utc_now
+from bot.sandbox.kubeapi.resources import SYSTEM_METADATA, Obj, ResourceType, meta_of, render, utc_after, utc_now
 from bot.sandbox.kubeapi.routes import is_dry_run
 from bot.sandbox.kubeapi.selectors import request_selector
 
@@ -265,7 +265,9 @@ class Writes(EmulatorCore):
         if old is not None and _comparable(old) == _comparable(new):
             return old
         meta = new["metadata"]
-        if meta.get("deletionTimestamp") and not meta.get("finalizers") and old is not None:
+        # Gone once nothing holds it: no finalizer left and no graceful termination still running.
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not meta.get("deletionGracePeriodSeconds") \
+                and old is not None:
             return new if dry_run else self._remove(rt, new)
         if dry_run:
             meta["resourceVersion"] = meta_of(old or {}).get("resourceVersion", "")
@@ -315,9 +317,10 @@ class Writes(EmulatorCore):
             raise ApiError.conflict(rt, name)
         _check_version(rt, old, preconditions.get("resourceVersion"))
         policy = propagation_policy(rt, name, opts, query)
+        grace = grace_period(rt, name, opts, query)
         if is_dry_run(query):
             return 200, _success_status(rt, old)
-        result = self._delete_object(rt, old, policy)
+        result = self._delete_object(rt, old, policy, grace)
         held = self._store.get(rt.key, namespace, name)
         if held is not None:
             # kube-apiserver answers 202 only for the legacy orphanDependents=false; otherwise 200 with
@@ -330,8 +333,9 @@ class Writes(EmulatorCore):
     def _delete_collection(self, rt: ResourceType, namespace: str | None, query: Mapping[str, str]) -> Obj:
         selector = request_selector(rt, namespace, query)
         policy = propagation_policy(rt, "", {}, query)
+        grace = grace_period(rt, "", {}, query)
         doomed = [obj for obj in self._store.items(rt.key, namespace) if selector.matches(obj)]
-        removed = [obj if is_dry_run(query) else self._delete_object(rt, obj, policy) for obj in doomed]
+        removed = [obj if is_dry_run(query) else self._delete_object(rt, obj, policy, grace) for obj in doomed]
         return {
             "apiVersion": rt.api_version,
             "kind": f"{rt.kind}List",
@@ -339,12 +343,17 @@ class Writes(EmulatorCore):
             "items": [render(rt, obj) for obj in removed],
         }
 
-    def _delete_object(self, rt: ResourceType, obj: Obj, policy: str | None = None) -> Obj:
+    def _delete_object(self, rt: ResourceType, obj: Obj, policy: str | None = None, grace: int | None = None) -> Obj:
         """Delete now, or mark for deletion while finalizers remain (as the API server does).
 
         Foreground and Orphan are finalizers the garbage collector works off (``foregroundDeletion``,
-        ``orphan``); Background removes the object at once and leaves its dependents to the collector."""
+        ``orphan``); Background removes the object at once and leaves its dependents to the collector.
+        A pod on a node is deleted gracefully: marked Terminating for its grace period, and removed
+        when its kubelet has stopped it (the controller's kubelet deletes it again with grace 0)."""
         meta = meta_of(obj)
+        period = _pod_grace(obj, grace) if (rt.group, rt.kind) == ("", "Pod") else 0
+        if period > 0:
+            return self._terminate_gracefully(rt, obj, period, policy)
         finalizers = [f for f in meta.get("finalizers") or [] if f not in (FOREGROUND_FINALIZER, ORPHAN_FINALIZER)]
         if policy == FOREGROUND:
             finalizers.append(FOREGROUND_FINALIZER)
@@ -363,6 +372,23 @@ class Writes(EmulatorCore):
         written = self._write(rt, marked, obj)
         self._gc_soon()
         return written
+
+    def _terminate_gracefully(self, rt: ResourceType, obj: Obj, period: int, policy: str | None) -> Obj:
+        meta = meta_of(obj)
+        current = meta.get("deletionGracePeriodSeconds")
+        if meta.get("deletionTimestamp") and current is not None and int(current) <= period:
+            return obj  # already terminating, as soon or sooner: a repeated delete changes nothing
+        marked = copy.deepcopy(obj)
+        finalizers = list(meta.get("finalizers") or [])
+        extra = FOREGROUND_FINALIZER if policy == FOREGROUND else ORPHAN_FINALIZER if policy == ORPHAN else None
+        if extra and extra not in finalizers:
+            finalizers.append(extra)
+        if finalizers:
+            marked["metadata"]["finalizers"] = finalizers
+        # kube-apiserver sets the timestamp to when the grace period ends, not to when it was asked.
+        marked["metadata"]["deletionTimestamp"] = utc_after(period)
+        marked["metadata"]["deletionGracePeriodSeconds"] = period
+        return self._write(rt, marked, obj)
 
     def _remove(self, rt: ResourceType, obj: Obj) -> Obj:
         final = self._store.remove(rt.key, obj)
@@ -405,6 +431,30 @@ def _orphan_dependents(options: Mapping[str, Any], query: Mapping[str, str]) -> 
     if value is None or isinstance(value, bool):
         return value
     return str(value).lower() == "true"
+
+
+def grace_period(rt: ResourceType, name: str, options: Mapping[str, Any], query: Mapping[str, str]) -> int | None:
+    """DeleteOptions.gracePeriodSeconds (body or query); None when the request names none."""
+    value = options.get("gracePeriodSeconds", query.get("gracePeriodSeconds"))
+    if value is None:
+        return None
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        raise ApiError.invalid(rt, name, f'gracePeriodSeconds: Invalid value: "{value}"') from None
+    return max(seconds, 0)
+
+
+def _pod_grace(pod: Mapping[str, Any], asked: int | None) -> int:
+    """The grace a pod's deletion gets: none for a pod no kubelet runs (unscheduled or finished),
+    else what the request asked for, else the pod's terminationGracePeriodSeconds (default 30)."""
+    spec = pod.get("spec") or {}
+    if not spec.get("nodeName") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return 0
+    if asked is not None:
+        return asked
+    value = spec.get("terminationGracePeriodSeconds")
+    return 30 if value is None else int(value)
 
 
 def propagation_policy(

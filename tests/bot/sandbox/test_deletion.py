@@ -285,3 +285,63 @@ def test_a_dependent_with_another_living_owner_stays(core, ns):
     assert core.read_namespaced_config_map("shared", ns).metadata.owner_references[0].name == "owner-b"
     core.delete_namespaced_config_map("owner-b", ns)
     wait_until(lambda: not core.list_namespaced_config_map(ns, field_selector="metadata.name=shared").items)
+
+
+def test_a_running_pod_is_terminating_for_its_grace_period_until_its_kubelet_removes_it(emulator, api, apps,
+                                                                                      core, ns):
+    running(apps, core, ns, "grace", replicas=1)
+    [pod] = pods(core, ns)
+    rv = core.list_namespaced_pod(ns).metadata.resource_version
+    events = Events(core.list_namespaced_pod, ns, rv)
+    emulator.controller.termination_delay = 0.5  # a model server draining its requests
+    try:
+        code, answer = raw_delete(api, f"/api/v1/namespaces/{ns}/pods/{pod.metadata.name}",
+                                  {"kind": "DeleteOptions", "apiVersion": "v1"})
+        # 200 with the pod, still there: Terminating for the pod's terminationGracePeriodSeconds (30 by
+        # default), its deletionTimestamp when that period ends
+        assert code == 200 and answer["kind"] == "Pod"
+        assert answer["metadata"]["deletionGracePeriodSeconds"] == 30
+        assert answer["metadata"]["deletionTimestamp"] > answer["metadata"]["creationTimestamp"]
+        events.next(lambda k, o: k == "MODIFIED" and bool(o["metadata"].get("deletionTimestamp")))
+        assert core.read_namespaced_pod(pod.metadata.name, ns).metadata.deletion_timestamp is not None
+        # its ReplicaSet does not count it, and starts a replacement at once (as kube-controller-manager does)
+        fresh = wait_until(lambda: [p for p in pods(core, ns) if p.metadata.deletion_timestamp is None])
+        assert fresh[0].metadata.name != pod.metadata.name
+        events.next(lambda k, o: k == "DELETED" and o["metadata"]["name"] == pod.metadata.name)
+    finally:
+        events.stop()
+        emulator.controller.termination_delay = 0.2
+
+
+def test_grace_zero_and_unscheduled_pods_are_deleted_at_once(emulator, core, ns):
+    running_pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "now", "namespace": ns},
+                   "spec": {"nodeName": "sandbox-node", "terminationGracePeriodSeconds": 60,
+                            "containers": [{"name": "main", "image": "nginx:1.27"}]}}
+    emulator.put(running_pod)
+    core.delete_namespaced_pod("now", ns, grace_period_seconds=0)  # `kubectl delete --grace-period=0 --force`
+    with pytest.raises(ApiException) as gone:
+        core.read_namespaced_pod("now", ns)
+    assert gone.value.status == 404
+    emulator.put({**running_pod, "metadata": {"name": "unbound", "namespace": ns},
+                  "spec": {"containers": [{"name": "main", "image": "nginx:1.27"}]}})  # no node: no kubelet
+    core.delete_namespaced_pod("unbound", ns)
+    with pytest.raises(ApiException) as gone:
+        core.read_namespaced_pod("unbound", ns)
+    assert gone.value.status == 404
+
+
+def test_foreground_deletion_of_a_deployment_waits_for_its_pods_to_terminate(emulator, api, apps, core, ns):
+    running(apps, core, ns, "slow", replicas=2)
+    emulator.controller.termination_delay = 0.5
+    rv = core.list_namespaced_pod(ns).metadata.resource_version
+    events = Events(core.list_namespaced_pod, ns, rv)
+    try:
+        apps.delete_namespaced_deployment("slow", ns, propagation_policy="Foreground")
+        # the pods pass through Terminating before they go, and the Deployment outlives them
+        events.next(lambda k, o: k == "MODIFIED" and bool(o["metadata"].get("deletionTimestamp")))
+        assert apps.read_namespaced_deployment("slow", ns).metadata.deletion_timestamp is not None
+        wait_until(lambda: not pods(core, ns), what="the pods gone")
+        wait_until(lambda: not apps.list_namespaced_deployment(ns).items, what="the Deployment gone after them")
+    finally:
+        events.stop()
+        emulator.controller.termination_delay = 0.2
