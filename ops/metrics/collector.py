@@ -202,28 +202,31 @@ def _bind(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
 
 
 class _Owners:
-    """The owner mapping of the replicas answer, made once for the range queries that wait on it; with
-    a scope, also the query texts that depend on that answer (DigestQueries.neuron_nodes)."""
+    """The owner mapping of the replicas answer, made once for the range queries that wait on it, and
+    the query texts that depend on that answer (DigestQueries.neuron_nodes and .recorded)."""
 
     def __init__(self, replicas: Future[Any], texts: Mapping[str, str], settings: QuerySettings,
                  scope: Key | None) -> None:
         self._replicas, self._lock = replicas, threading.Lock()
         self._owners: Owners | None = None
         self._texts, self._settings, self._scope = texts, settings, scope
-        self._scoped: dict[str, str] | None = None
+        # util (scoped), steps and charts: their texts depend on the replicas answer (the scope's Neuron
+        # nodes; whether the recording rules' series cover the window).
+        self._late: dict[str, str] | None = None
 
     def text(self, name: str) -> str:
-        if self._scope is None or name not in NODE_PATH:
+        if name not in ("steps", "charts") and (self._scope is None or name != "util"):
             return self._texts[name]
         with self._lock:
-            if self._scoped is None:
+            if self._late is None:
                 answer = self._replicas.result()
-                nodes = None if isinstance(answer, PromError) else tuple(sorted(
-                    {item["metric"]["node"] for item in answer
-                     if item.get("metric", {}).get("stat") == "neuron_node" and item["metric"].get("node")}))
-                self._scoped = {**promql(self._settings, self._scope, nodes),
-                                **range_promql(self._settings, self._scope, nodes)}
-            return self._scoped[name]
+                stats = [] if isinstance(answer, PromError) else [item.get("metric", {}) for item in answer]
+                nodes = tuple(sorted({m["node"] for m in stats if m.get("stat") == "neuron_node" and m.get("node")}))
+                scoped = self._scope is not None and not isinstance(answer, PromError)
+                use = any(m.get("stat") == "recorded" for m in stats)
+                self._late = {**promql(self._settings, self._scope, nodes if scoped else None),
+                              **range_promql(self._settings, self._scope, nodes if scoped else None, use)}
+            return self._late[name]
 
     def get(self) -> Owners:
         with self._lock:
@@ -233,11 +236,6 @@ class _Owners:
                     raise answer
                 self._owners = owners_of(answer)
             return self._owners
-
-
-# The queries that read neuron-monitor's per-node series: scoped, they wait for the replicas answer
-# to learn which nodes (none, mostly).
-NODE_PATH = ("util", "steps", "charts")
 
 
 def _instant(prom: Prometheus, owners: _Owners, name: str, end: datetime) -> Any:

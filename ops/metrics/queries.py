@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
+from ops.metrics import recorded
+
 Key = tuple[str, str]  # (namespace, deployment)
 
 GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
@@ -59,6 +61,11 @@ def _norm(expr: str) -> str:
             f'"pod", "$1", "exported_pod", "(.+)")')
 
 
+def normalized(expr: str) -> str:
+    """`_norm`, for the recording rules (ops.metrics.rules): the same label spellings as the digest's."""
+    return _norm(expr)
+
+
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
@@ -86,9 +93,11 @@ class QuerySettings:
 class DigestQueries:
     """The PromQL of one digest, for one cluster (and optionally one deployment)."""
 
-    def __init__(self, s: QuerySettings, scope: Key | None, neuron_nodes: tuple[str, ...] | None = None) -> None:
+    def __init__(self, s: QuerySettings, scope: Key | None, neuron_nodes: tuple[str, ...] | None = None,
+                 use_recorded: bool = False) -> None:
         self.s = s
         self.scope = scope
+        self.recorded = use_recorded  # `steps` and `charts` read the recording rules' series (ops.metrics.recorded)
         # With a scope: the nodes where its pods requested Neuron in the window (the replicas query's
         # `neuron_node`), so that the Neuron node path reads those nodes only, or nothing when there are
         # none; None reads every node.
@@ -101,8 +110,9 @@ class DigestQueries:
         self.R = _dur(s.rate_window)
         self.owner = self._owner()
 
-    def _owner(self) -> str:
-        """(namespace, pod, deployment) = 1 for every pod a model-serving workload owned in the window.
+    def _owner(self, window: bool = True) -> str:
+        """(namespace, pod, deployment) = 1 for every pod a model-serving workload owned in the window
+        (without `window`: at the instant of evaluation, as a recording rule has it, ops.metrics.rules).
 
         `deployment` is the workload's name whatever its kind, as the inference chart's frameworks
         make them: a Deployment (pod → ReplicaSet → Deployment); a LeaderWorkerSet, whose leaders
@@ -119,7 +129,10 @@ class DigestQueries:
             match = f'owner_kind="{kind}"' + (f', owner_name=~"{owner}"' if owner else "")
             # With a scope, the pods named like it (`sel`): the mapping is part of every scoped
             # statistic, and the namespace's other pods were most of what it read.
-            return self._spelled(f"max_over_time({self.sel('kube_pod_owner', match)}[{self.W}] @ end())")
+            return self._spelled(over(self.sel("kube_pod_owner", match)))
+
+        def over(selector: str) -> str:
+            return f"max_over_time({selector}[{self.W}] @ end())" if window else selector
 
         def named(expr: str, regex: str = "(.+)", source: str = "owner_name", target: str = "deployment") -> str:
             return f'label_replace({expr}, "{target}", "$1", "{source}", "{regex}")'
@@ -127,7 +140,7 @@ class DigestQueries:
         rs_filter = 'owner_kind="Deployment"'
         if self.scope is not None:
             rs_filter += f', namespace="{ns}", owner_name="{exact}"'
-        sets = _norm(f"max_over_time(kube_replicaset_owner{{{rs_filter}}}[{self.W}] @ end())")
+        sets = _norm(over(f"kube_replicaset_owner{{{rs_filter}}}"))
         deployments = ("max by (namespace, pod, deployment) ("
                        f'{named(owned("ReplicaSet"), source="owner_name", target="replicaset")} '
                        "* on (namespace, replicaset) group_left (deployment) "
@@ -144,6 +157,14 @@ class DigestQueries:
         # `or on (namespace, pod)`: a worker already named after its LeaderWorkerSet is not also
         # counted under its own StatefulSet.
         return f"({deployments} or {workers} or on (namespace, pod) {direct} or {ray})"
+
+    def owner_now(self) -> str:
+        """The owner mapping at the instant of evaluation (a recording rule's)."""
+        return self._owner(window=False)
+
+    def neuron_now(self) -> str:
+        """Neuron utilization per pod at the instant of evaluation, percent (`_neuron_now`)."""
+        return self._neuron_now()
 
     def per_pod(self, agg: str, expr: str, extra: str = "") -> str:
         """agg of expr per pod, no join: ops.metrics.workloads sums (or averages) the pods per workload.
@@ -353,6 +374,9 @@ class DigestQueries:
             # step series with, read once per digest.
             "owner": self.owner,
         }
+        if self.s.idle_util_pct == recorded.IDLE_PCT:
+            # Whether the recording rules' series cover the window: `steps` and `charts` wait for it.
+            parts["recorded"] = recorded.presence(self.W)
         if self.scope is not None:
             # The nodes the Neuron node path needs (DigestQueries.neuron_nodes): read first, so that
             # the other queries of one deployment do not read every node of the cluster.
@@ -424,11 +448,19 @@ class DigestQueries:
 
     def q_steps(self) -> str:
         """At each step of the window (the grid of a `[window:step]` subquery): utilization, queue, per series."""
-        return self._raw(STEP_METRICS)
+        return self._recorded(recorded.STEPS) if self.recorded else self._raw(STEP_METRICS)
 
     def q_charts(self) -> str:
         """At each chart point: what utilization is made of (the queue is not charted)."""
-        return self._raw(tuple(m for m in STEP_METRICS if m != QUEUE))
+        return self._recorded(recorded.CHARTS) if self.recorded else self._raw(
+            tuple(m for m in STEP_METRICS if m != QUEUE))
+
+    def _recorded(self, names: tuple[str, ...]) -> str:
+        """The rules' per-workload series, already what the raw ones are summed into."""
+        if self.scope is None:
+            return recorded.selector(names)
+        ns, name = (_quote(part) for part in self.scope)
+        return recorded.selector(names, f'namespace="{ns}", deployment="{name}"')
 
     def q_latency(self, step: timedelta) -> str:
         """At each chart point: e2e latency buckets rated over one point (at least the rate window).
@@ -480,7 +512,7 @@ def promql(settings: QuerySettings, scope: Key | None = None,
 
 
 def range_promql(settings: QuerySettings, scope: Key | None = None,
-                 neuron_nodes: tuple[str, ...] | None = None) -> dict[str, str]:
+                 neuron_nodes: tuple[str, ...] | None = None, use_recorded: bool = False) -> dict[str, str]:
     """The range queries by name (`steps` on the subquery grid of the window, the others on the chart's)."""
-    q = DigestQueries(settings, scope, neuron_nodes)
+    q = DigestQueries(settings, scope, neuron_nodes, use_recorded)
     return {"steps": q.q_steps(), "charts": q.q_charts(), "latency": q.q_latency(q.chart_step())}
