@@ -31,6 +31,7 @@ from ops.metrics.rules import render
 from tests.support.prometheus import (
     CASES,
     NEURON_CASES,
+    WORKLOAD_CASES,
     DataSet,
     PrometheusServer,
     aligned_now,
@@ -75,7 +76,7 @@ def _with_rules(dataset: DataSet, at: datetime) -> PrometheusServer:
     raise AssertionError("no rules file name gave an evaluation offset after the samples")
 
 
-@pytest.fixture(scope="module", params=[CASES, NEURON_CASES], ids=["gpu", "neuron"])
+@pytest.fixture(scope="module", params=[CASES, NEURON_CASES, WORKLOAD_CASES], ids=["gpu", "neuron", "lws-ray"])
 def servers(request):
     """(data set, when a digest sees the rules over its whole window, the server without rules, the
     same data with the rules' history)."""
