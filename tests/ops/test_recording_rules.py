@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from bot.sandbox.promserver import backfill_rules
-from ops.metrics import Prometheus, Target, collect
+from ops.metrics import Prometheus, QuerySettings, Target, collect
 from ops.metrics.rules import render
 from tests.support.prometheus import (
     CASES,
@@ -132,5 +132,16 @@ def test_rules_that_do_not_cover_the_window_yet_are_not_read(servers):
     [want] = collect([Target("dev", plain.url)], at - LATER)
     before = ruled.queries_logged()
     [got] = collect([Target("dev", ruled.url)], at - LATER)
+    assert not _read_recorded(ruled, before)
+    _same(got, want)
+
+
+def test_a_digest_with_another_idle_threshold_reads_the_raw_series(servers):
+    """The rules count GPUs below 10 %: with `metrics.idle_util_pct: 50` their idle share would be wrong."""
+    _, at, plain, ruled = servers
+    settings = QuerySettings(idle_util_pct=50)
+    [want] = collect([Target("dev", plain.url)], at, settings)
+    before = ruled.queries_logged()
+    [got] = collect([Target("dev", ruled.url)], at, settings)
     assert not _read_recorded(ruled, before)
     _same(got, want)
