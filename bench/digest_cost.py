@@ -21,7 +21,12 @@ totalQueryableSamples from the query log, which counts a sample again for each e
 `bot MB` is the peak RSS of a fresh process that builds one digest (imports included, ~60 MB);
 `one s` the read of `/infer metrics <name>` (the same queries scoped to one deployment).
 
-    .venv/bin/python bench/digest_cost.py [--sizes 10 100 500] [--interval 300] [--repeats 3] [--quick]
+Then the digest's recording rules (the Helm chart's files/recording-rules.yaml) are backfilled into
+the same Prometheus with `promtool tsdb create-blocks-from rules` over the window (`rules setup s`),
+and the bot's digest and `/infer metrics <name>` are timed again: they now read the recorded series
+(`rules s`, `rules one s`; `same` compares every figure with the raw digest's). --no-rules skips it.
+
+    .venv/bin/python bench/digest_cost.py [--sizes 10 100 500] [--interval 300] [--repeats 3] [--quick] [--no-rules]
 """
 
 from __future__ import annotations
@@ -46,11 +51,13 @@ import common
 import requests
 
 from bot.sandbox.metrics_data import DataSet, PrometheusServer, aligned_now, binaries, dataset_at, serve_dataset
+from bot.sandbox.promserver import backfill_rules
 from ops.digest import ClusterSource, Digest, build
 from ops.metrics import QUERIES, QuerySettings, Target, bucket_quantile, collect, promql, range_promql
 from tests.support.prometheus import fleet
 
 IN_FLIGHT = 4  # the bot's per-cluster concurrency (ops.metrics.collect per_cluster); the naive gets the same
+RULES_FILE = common.ROOT / "deploy" / "helm" / "infer-bot" / "files" / "recording-rules.yaml"
 
 
 # ---- the naive reader ------------------------------------------------------------------------------
@@ -230,6 +237,12 @@ class Row:
     bot_samples_by_query: dict[str, int] = field(default_factory=dict)
     bot_rss_mb: int = 0  # peak resident memory of a process that only builds the digest
     one_seconds: float = 0.0  # `/infer metrics <name>`'s read: the same queries scoped to one deployment
+    rules_setup_seconds: float = 0.0  # backfilling the recording rules over the window (promtool)
+    rules_seconds: float = 0.0  # the digest with the recording rules' series there
+    rules_one_seconds: float = 0.0
+    rules_same: bool | None = None  # every figure of every deployment as without the rules
+    rules_eval_seconds: dict[str, float] = field(default_factory=dict)
+    rules_samples_read: int = 0
 
 
 # One digest build in a fresh interpreter, so that its peak RSS is the bot's (imports included) and
@@ -253,7 +266,65 @@ def bot_rss_mb(url: str, end: datetime, interval: int) -> int:
     return int(out.stdout.split()[0])
 
 
-def measure(n: int, interval: int, repeats: int, workdir: Path) -> Row:
+def _one(url: str, end: datetime, settings: QuerySettings, keys: list[tuple[str, str]]) -> float:
+    """Median seconds of `/infer metrics <name>`'s read, for each of `keys`."""
+    times = []
+    for key in keys:
+        t0 = time.perf_counter()
+        [scoped] = collect([Target("bench", url)], end, settings, scope=key)
+        times.append(time.perf_counter() - t0)
+        if [m.key for m in scoped.deployments] != [key]:
+            raise RuntimeError(f"scoped to {key}, read {[m.key for m in scoped.deployments]}")
+    return statistics.median(times)
+
+
+def _same_figures(a: Digest, b: Digest) -> bool:
+    """Every figure of every deployment (charts point by point) equal within float rounding."""
+    def close(x: Any, y: Any) -> bool:
+        if isinstance(x, float) and isinstance(y, float):
+            return math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
+        if isinstance(x, tuple) and isinstance(y, tuple):
+            return len(x) == len(y) and all(close(i, j) for i, j in zip(x, y, strict=True))
+        return bool(x == y)
+
+    mine = {r.metrics.key: r.metrics for r in a.deployments}
+    theirs = {r.metrics.key: r.metrics for r in b.deployments}
+    if mine.keys() != theirs.keys():
+        return False
+    for key, m in mine.items():
+        for name in m.__dataclass_fields__:
+            if not close(getattr(m, name), getattr(theirs[key], name)):
+                print(f"  with rules, {key[1]} {name}: {getattr(m, name)} against {getattr(theirs[key], name)}",
+                      file=sys.stderr)
+                return False
+    return True
+
+
+def measure_rules(row: Row, server: PrometheusServer, dataset: DataSet, settings: QuerySettings, raw: Digest,
+                  repeats: int, keys: list[tuple[str, str]]) -> None:
+    """The same digest once the recording rules' series cover the window (backfilled as Prometheus
+    would have recorded them), into `row`."""
+    began = time.perf_counter()
+    backfill_rules(server, RULES_FILE, dataset.window_start - 120, dataset.end.timestamp() + 60)
+    row.rules_setup_seconds = time.perf_counter() - began
+    build([ClusterSource("bench", server.url)], dataset.end, settings)  # warm the new blocks, untimed
+    names = {text: name for name, text in range_promql(settings, use_recorded=True).items()}
+    names.update({text: name for name, text in promql(settings).items()})
+    times, digest, log = [], raw, Logged(0, 0, {})
+    for _ in range(repeats):
+        before = server.queries_logged()
+        t0 = time.perf_counter()
+        digest = build([ClusterSource("bench", server.url)], dataset.end, settings)
+        times.append(time.perf_counter() - t0)
+        log = logged_since(server, before, names)
+    if not any(name in ("steps", "charts") for name in log.eval_seconds):
+        raise RuntimeError("with the rules backfilled, the digest did not read them")
+    row.rules_seconds, row.rules_same = statistics.median(times), _same_figures(digest, raw)
+    row.rules_eval_seconds, row.rules_samples_read = log.eval_seconds, log.samples_read
+    row.rules_one_seconds = _one(server.url, dataset.end, settings, keys)
+
+
+def measure(n: int, interval: int, repeats: int, workdir: Path, rules: bool = True) -> Row:
     began = time.perf_counter()
     # The fleet of tests/ops/test_metrics_scale.py: look-alike healthy deployments over 7 namespaces.
     dataset: DataSet = dataset_at(fleet(n), aligned_now(interval), interval=interval, step=interval,
@@ -286,19 +357,17 @@ def measure(n: int, interval: int, repeats: int, workdir: Path) -> Row:
                                f"({digest.clusters[0].error or digest.clusters[0].warnings})")
         agree = _agree(digest, naive)
         rss = bot_rss_mb(server.url, dataset.end, interval)
-        one = []
-        for report in sorted(digest.deployments, key=lambda r: r.metrics.key)[:repeats]:
-            t0 = time.perf_counter()
-            [scoped] = collect([Target("bench", server.url)], dataset.end, settings, scope=report.metrics.key)
-            one.append(time.perf_counter() - t0)
-            if [m.key for m in scoped.deployments] != [report.metrics.key]:
-                raise RuntimeError(f"scoped to {report.metrics.key}, read {[m.key for m in scoped.deployments]}")
+        keys = [report.metrics.key for report in sorted(digest.deployments, key=lambda r: r.metrics.key)[:repeats]]
+        one = _one(server.url, dataset.end, settings, keys)
         samples = sum(1 for _ in dataset.series()) * int((dataset.window + dataset.before) // interval + 1)
+        row = Row(n, samples, bot_log.queries, statistics.median(bot_times), naive_log.queries,
+                  statistics.median(naive_times), agree, setup, bot_log.samples_read, naive_log.samples_read,
+                  bot_log.eval_seconds, bot_log.samples_by_query, rss, one)
+        if rules:
+            measure_rules(row, server, dataset, settings, digest, repeats, keys)
     finally:
         server.stop()
-    return Row(n, samples, bot_log.queries, statistics.median(bot_times), naive_log.queries,
-               statistics.median(naive_times), agree, setup, bot_log.samples_read, naive_log.samples_read,
-               bot_log.eval_seconds, bot_log.samples_by_query, rss, statistics.median(one))
+    return row
 
 
 def _agree(digest: Digest, naive: NaiveResult) -> bool:
@@ -323,8 +392,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="small fleets, sparse samples: check that it works")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--no-rules", action="store_true", help="skip the run with the recording rules backfilled")
     args = parser.parse_args()
-    sizes, interval, repeats = ([3, 12], 900, 1) if args.quick else (args.sizes, args.interval, args.repeats)
+    # Quick: 5-minute samples all the same, as a rule evaluation reads a sample within the 5-minute
+    # lookback (with 15-minute samples the rules would have nothing to record most minutes).
+    sizes, interval, repeats = ([3, 12], 300, 1) if args.quick else (args.sizes, args.interval, args.repeats)
     binaries()  # the install hint, before anything is generated
 
     print(f"machine: {common.machine()}")
@@ -336,7 +408,7 @@ def main() -> int:
     for n in sizes:
         workdir = Path(tempfile.mkdtemp(prefix=f"infer-bot-bench-digest-{n}-"))
         try:
-            row = measure(n, interval, repeats, workdir)
+            row = measure(n, interval, repeats, workdir, rules=not args.no_rules)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         rows.append(row)
@@ -345,6 +417,18 @@ def main() -> int:
               f"{row.bot_samples_read:>11,}{row.naive_samples_read:>11,}"
               f"{'yes' if row.agree else 'NO':>14}{row.setup_seconds:>9.0f}{row.bot_rss_mb:>8}"
               f"{row.one_seconds:>7.2f}", flush=True)
+    if not args.no_rules:
+        print(f"with the recording rules backfilled (promtool; the digest reads them by itself):\n"
+              f"{'N':>5}{'rules setup s':>15}{'rules s':>9}{'naive/rules':>13}{'rules/bot':>11}{'read':>11}"
+              f"{'rules one s':>13}{'same figures':>14}")
+        for row in rows:
+            print(f"{row.deployments:>5}{row.rules_setup_seconds:>15.0f}{row.rules_seconds:>9.2f}"
+                  f"{row.naive_seconds / row.rules_seconds:>12.1f}×{row.rules_seconds / row.bot_seconds:>10.2f}×"
+                  f"{row.rules_samples_read:>11,}{row.rules_one_seconds:>13.2f}"
+                  f"{'yes' if row.rules_same else 'NO':>14}")
+        top = sorted(rows[-1].rules_eval_seconds.items(), key=lambda kv: -kv[1])
+        print(f"with the rules, Prometheus time at N = {rows[-1].deployments}: "
+              + ", ".join(f"{name} {sec:.2f} s" for name, sec in top[:6]))
     largest = rows[-1]
     print(f"bot queries per digest: {sorted({r.bot_queries for r in rows})} for N = {[r.deployments for r in rows]} "
           f"(len(ops.metrics.QUERIES) = {len(QUERIES)}); naive: 14 × (Deployments + coredns) + 1")
@@ -359,10 +443,14 @@ def main() -> int:
     print(f"target: at N = {largest.deployments}, ≥ 10× faster than naive → {speedup:.1f}× "
           f"({'met' if speedup >= 10 else f'MISSED: {10 / speedup:.1f}× short'}); build ≤ 3 s → {seconds:.2f} s "
           f"({'met' if seconds <= 3 else f'MISSED by {seconds - 3:.1f} s'}); queries constant in N → "
-          f"{'met' if len({r.bot_queries for r in rows}) == 1 else 'MISSED'}")
+          f"{'met' if len({r.bot_queries for r in rows}) == 1 else 'MISSED'}; `/infer metrics <name>` < 1 s → "
+          f"{largest.one_seconds:.2f} s ({'met' if largest.one_seconds < 1 else 'MISSED'})"
+          + (f"; with the recording rules: {largest.rules_seconds:.2f} s, "
+             f"{largest.naive_seconds / largest.rules_seconds:.1f}× naive, same figures "
+             f"{'yes' if largest.rules_same else 'NO'}" if largest.rules_seconds else ""))
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in rows], indent=2), encoding="utf-8")
-    return 0 if all(r.agree for r in rows) else 1
+    return 0 if all(r.agree and r.rules_same is not False for r in rows) else 1
 
 
 if __name__ == "__main__":

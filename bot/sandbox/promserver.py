@@ -57,6 +57,24 @@ def backfill(files: Sequence[Path], data_dir: Path) -> None:
         list(pool.map(one, files))
 
 
+def backfill_rules(server: PrometheusServer, rules: Path, start: float, end: float) -> None:
+    """Recording rules' series over [start, end] (unix seconds), as Prometheus would have recorded them:
+    `promtool tsdb create-blocks-from rules` evaluates them against the running server at the rules'
+    interval from `start`; the server then restarts on its data dir with the new blocks."""
+    _, promtool = binaries()
+    out = server.workdir / "rule-blocks"
+    proc = subprocess.run([promtool, "tsdb", "create-blocks-from", "rules", "-q", f"--start={int(start)}",
+                           f"--end={int(end)}", f"--url={server.url}", f"--output-dir={out}", str(rules)],
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"promtool failed on {rules.name}: {proc.stderr[-2000:]}")
+    server.stop()
+    for block in out.iterdir():
+        if (block / "meta.json").exists():
+            block.rename(server.data_dir / block.name)
+    server.start()
+
+
 @dataclass
 class PrometheusServer:
     """`prometheus` over a backfilled data dir, on a free loopback port, logging every query."""

@@ -5,7 +5,9 @@ whatever the number of deployments (ops/metrics/queries.py says how).
 
 The modules, each importing only those above it:
 
+* `recorded`: the names of the digest's recording rules and the PromQL that reads their series.
 * `queries`: QuerySettings and the PromQL builder (QUERIES, promql()).
+* `rules`: the recording rules themselves (the Helm chart's PrometheusRule is its output).
 * `client`: Prometheus' HTTP API (instant and range queries, probe) and PromError.
 * `workloads`: the per-pod and raw answers combined per workload with the owner mapping (sums,
   means, maxima, the step statistics: utilization p95, queue max, the charts).

@@ -12,13 +12,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
 
 from ops.metrics.client import PromError, Prometheus, RawAnswer
-from ops.metrics.queries import INSTANT, RANGE, DigestQueries, Key, QuerySettings, promql
+from ops.metrics.queries import INSTANT, RANGE, DigestQueries, Key, QuerySettings, promql, range_promql
 from ops.metrics.workloads import (
     Folded,
     Owners,
@@ -155,10 +155,9 @@ def collect(targets: Sequence[Target], end: datetime, settings: QuerySettings = 
     """
     if end.tzinfo is None:
         raise ValueError("end must be an aware datetime")
-    q = DigestQueries(settings, scope)
-    instant = promql(settings, scope)
+    texts = {**promql(settings, scope), **range_promql(settings, scope)}
     start = end - settings.window
-    chart_step = q.chart_step()
+    chart_step = DigestQueries(settings, scope).chart_step()
     first, last, step = subquery_grid(end, settings.window, settings.step)
     reachable = [(i, t) for i, t in enumerate(targets) if t.prometheus_url]
 
@@ -168,16 +167,16 @@ def collect(targets: Sequence[Target], end: datetime, settings: QuerySettings = 
         # costs one timeout, not one per query in sequence. The replicas query goes first: its owner
         # mapping is what the range answers are summed with, per workload, as they are parsed.
         with ThreadPoolExecutor(max_workers=per_cluster, thread_name_prefix=f"promql-{target.name}") as pool:
-            replicas = pool.submit(_attempt, _bind(prom.query, instant["replicas"], end))
-            owners = _Owners(replicas)
-            jobs: dict[str, Callable[[], Any]] = {name: _bind(prom.query, instant[name], end)
+            replicas = pool.submit(_attempt, _bind(prom.query, texts["replicas"], end))
+            owners = _Owners(replicas, texts, settings, scope)
+            jobs: dict[str, Callable[[], Any]] = {name: _bind(_instant, prom, owners, name, end)
                                                   for name in INSTANT if name != "replicas"}
-            jobs["steps"] = _bind(_folded, _bind(prom.query_range_raw, q.q_steps(), first, last, step), owners,
+            jobs["steps"] = _bind(_folded, _bind(_range, prom, owners, "steps", first, last, step), owners,
                                   settings.idle_util_pct)
-            jobs["charts"] = _bind(_folded, _bind(prom.query_range_raw, q.q_charts(), start, end, chart_step),
+            jobs["charts"] = _bind(_folded, _bind(_range, prom, owners, "charts", start, end, chart_step),
                                    owners, 0.0)
-            jobs["latency"] = _bind(_folded, _bind(prom.query_range_raw, q.q_latency(chart_step), start, end,
-                                                   chart_step), owners, 0.0)
+            jobs["latency"] = _bind(_folded, _bind(_range, prom, owners, "latency", start, end, chart_step),
+                                    owners, 0.0)
             futures = {name: pool.submit(_attempt, fn) for name, fn in jobs.items()}
             futures["replicas"] = replicas
             answers = {name: futures[name].result() for name in (*INSTANT, *RANGE)}
@@ -203,11 +202,31 @@ def _bind(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
 
 
 class _Owners:
-    """The owner mapping of the replicas answer, made once for the range queries that wait on it."""
+    """The owner mapping of the replicas answer, made once for the range queries that wait on it, and
+    the query texts that depend on that answer (DigestQueries.neuron_nodes and .recorded)."""
 
-    def __init__(self, replicas: Future[Any]) -> None:
+    def __init__(self, replicas: Future[Any], texts: Mapping[str, str], settings: QuerySettings,
+                 scope: Key | None) -> None:
         self._replicas, self._lock = replicas, threading.Lock()
         self._owners: Owners | None = None
+        self._texts, self._settings, self._scope = texts, settings, scope
+        # util (scoped), steps and charts: their texts depend on the replicas answer (the scope's Neuron
+        # nodes; whether the recording rules' series cover the window).
+        self._late: dict[str, str] | None = None
+
+    def text(self, name: str) -> str:
+        if name not in ("steps", "charts") and (self._scope is None or name != "util"):
+            return self._texts[name]
+        with self._lock:
+            if self._late is None:
+                answer = self._replicas.result()
+                stats = [] if isinstance(answer, PromError) else [item.get("metric", {}) for item in answer]
+                nodes = tuple(sorted({m["node"] for m in stats if m.get("stat") == "neuron_node" and m.get("node")}))
+                scoped = self._scope is not None and not isinstance(answer, PromError)
+                use = any(m.get("stat") == "recorded" for m in stats)
+                self._late = {**promql(self._settings, self._scope, nodes if scoped else None),
+                              **range_promql(self._settings, self._scope, nodes if scoped else None, use)}
+            return self._late[name]
 
     def get(self) -> Owners:
         with self._lock:
@@ -217,6 +236,15 @@ class _Owners:
                     raise answer
                 self._owners = owners_of(answer)
             return self._owners
+
+
+def _instant(prom: Prometheus, owners: _Owners, name: str, end: datetime) -> Any:
+    return prom.query(owners.text(name), end)
+
+
+def _range(prom: Prometheus, owners: _Owners, name: str, start: datetime, end: datetime, step: timedelta
+           ) -> RawAnswer:
+    return prom.query_range_raw(owners.text(name), start, end, step)
 
 
 def _folded(fetch: Callable[[], RawAnswer], owners: _Owners, idle: float) -> Folded:

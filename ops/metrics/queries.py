@@ -27,12 +27,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
+from ops.metrics import recorded
+
 Key = tuple[str, str]  # (namespace, deployment)
 
 GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
 NEURON_UTIL = "neuroncore_utilization_ratio"
-ACCELERATOR_REQUESTS = 'kube_pod_container_resource_requests{resource=~"nvidia_com_gpu|aws_amazon_com_neuron.*"}'
-NEURON_REQUESTS = 'kube_pod_container_resource_requests{resource=~"aws_amazon_com_neuron.*"}'
+ACCELERATOR_MATCH = 'resource=~"nvidia_com_gpu|aws_amazon_com_neuron.*"'
+ACCELERATOR_REQUESTS = f"kube_pod_container_resource_requests{{{ACCELERATOR_MATCH}}}"
+NEURON_MATCH = 'resource=~"aws_amazon_com_neuron.*"'
+NEURON_REQUESTS = f"kube_pod_container_resource_requests{{{NEURON_MATCH}}}"
 # Time per output token, newest name first: vLLM 0.11 renamed it (the old name is hidden in 0.12, gone in 0.13).
 TPOT = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
 QUEUE = "vllm:num_requests_waiting"
@@ -44,6 +48,9 @@ STEP_METRICS = (GPU_UTIL, QUEUE, NEURON_UTIL, NODE_INFO, REQUESTS_METRIC)
 # What tells a pod apart: both spellings, so that the pod → workload mapping is applied in Python
 # (exported_* win, as `_norm` has them) rather than joined in PromQL.
 POD = "namespace, pod, exported_namespace, exported_pod"
+# Where a scoped selector takes the scope's pods (DigestQueries.sel); `_spelled` fills it in once per
+# label spelling. Not PromQL: a selector it was left in would be refused, not read unscoped.
+_PODS = "<pods>"
 
 # ---- PromQL building blocks ----------------------------------------------------------------------
 
@@ -52,6 +59,11 @@ def _norm(expr: str) -> str:
     """Prefer exported_namespace/exported_pod over namespace/pod when a series has them."""
     return (f'label_replace(label_replace({expr}, "namespace", "$1", "exported_namespace", "(.+)"), '
             f'"pod", "$1", "exported_pod", "(.+)")')
+
+
+def normalized(expr: str) -> str:
+    """`_norm`, for the recording rules (ops.metrics.rules): the same label spellings as the digest's."""
+    return _norm(expr)
 
 
 def _quote(value: str) -> str:
@@ -81,9 +93,15 @@ class QuerySettings:
 class DigestQueries:
     """The PromQL of one digest, for one cluster (and optionally one deployment)."""
 
-    def __init__(self, s: QuerySettings, scope: Key | None) -> None:
+    def __init__(self, s: QuerySettings, scope: Key | None, neuron_nodes: tuple[str, ...] | None = None,
+                 use_recorded: bool = False) -> None:
         self.s = s
         self.scope = scope
+        self.recorded = use_recorded  # `steps` and `charts` read the recording rules' series (ops.metrics.recorded)
+        # With a scope: the nodes where its pods requested Neuron in the window (the replicas query's
+        # `neuron_node`), so that the Neuron node path reads those nodes only, or nothing when there are
+        # none; None reads every node.
+        self.neuron_nodes = neuron_nodes if scope is not None else None
         self.W = _dur(s.window)  # range selectors: increase() over exactly the window
         # Subqueries: ranges are closed on the left before Prometheus 3 (24h:5m has 289 steps there,
         # 288 from 3.0 on); one millisecond less gives window/step steps in every version, and for
@@ -92,8 +110,9 @@ class DigestQueries:
         self.R = _dur(s.rate_window)
         self.owner = self._owner()
 
-    def _owner(self) -> str:
-        """(namespace, pod, deployment) = 1 for every pod a model-serving workload owned in the window.
+    def _owner(self, window: bool = True) -> str:
+        """(namespace, pod, deployment) = 1 for every pod a model-serving workload owned in the window
+        (without `window`: at the instant of evaluation, as a recording rule has it, ops.metrics.rules).
 
         `deployment` is the workload's name whatever its kind, as the inference chart's frameworks
         make them: a Deployment (pod → ReplicaSet → Deployment); a LeaderWorkerSet, whose leaders
@@ -107,10 +126,13 @@ class DigestQueries:
                                _quote(self.scope[1].replace(".", "\\.")))
 
         def owned(kind: str, owner: str = "") -> str:
-            match = f'owner_kind="{kind}"'
-            if self.scope is not None:
-                match += f', namespace="{ns}"' + (f', owner_name=~"{owner}"' if owner else "")
-            return _norm(f"max_over_time(kube_pod_owner{{{match}}}[{self.W}] @ end())")
+            match = f'owner_kind="{kind}"' + (f', owner_name=~"{owner}"' if owner else "")
+            # With a scope, the pods named like it (`sel`): the mapping is part of every scoped
+            # statistic, and the namespace's other pods were most of what it read.
+            return self._spelled(over(self.sel("kube_pod_owner", match)))
+
+        def over(selector: str) -> str:
+            return f"max_over_time({selector}[{self.W}] @ end())" if window else selector
 
         def named(expr: str, regex: str = "(.+)", source: str = "owner_name", target: str = "deployment") -> str:
             return f'label_replace({expr}, "{target}", "$1", "{source}", "{regex}")'
@@ -118,7 +140,7 @@ class DigestQueries:
         rs_filter = 'owner_kind="Deployment"'
         if self.scope is not None:
             rs_filter += f', namespace="{ns}", owner_name="{exact}"'
-        sets = _norm(f"max_over_time(kube_replicaset_owner{{{rs_filter}}}[{self.W}] @ end())")
+        sets = _norm(over(f"kube_replicaset_owner{{{rs_filter}}}"))
         deployments = ("max by (namespace, pod, deployment) ("
                        f'{named(owned("ReplicaSet"), source="owner_name", target="replicaset")} '
                        "* on (namespace, replicaset) group_left (deployment) "
@@ -136,15 +158,44 @@ class DigestQueries:
         # counted under its own StatefulSet.
         return f"({deployments} or {workers} or on (namespace, pod) {direct} or {ray})"
 
+    def owner_now(self) -> str:
+        """The owner mapping at the instant of evaluation (a recording rule's)."""
+        return self._owner(window=False)
+
+    def neuron_now(self) -> str:
+        """Neuron utilization per pod at the instant of evaluation, percent (`_neuron_now`)."""
+        return self._neuron_now()
+
     def per_pod(self, agg: str, expr: str, extra: str = "") -> str:
         """agg of expr per pod, no join: ops.metrics.workloads sums (or averages) the pods per workload.
 
         Both label spellings come back (`exported_*` win, in Python, as `_norm` would have them); with
-        a scope, only its pods, filtered here against the (small) scoped mapping.
+        a scope, only its pods: selected by name (`sel`), then filtered exactly against the (small)
+        scoped mapping.
         """
         if self.scope is None:
             return f"{agg} by ({POD}{extra}) ({expr})"
-        return f"({agg} by (namespace, pod{extra}) ({_norm(expr)}) and on (namespace, pod) {self.owner})"
+        return f"({agg} by (namespace, pod{extra}) ({self._spelled(expr)}) and on (namespace, pod) {self.owner})"
+
+    def sel(self, metric: str, matchers: str = "") -> str:
+        """A selector of `metric`; with a scope, one that `_spelled` narrows to the scope's pods.
+
+        Without it a scoped query read every pod of the cluster and filtered afterwards: at N = 500,
+        `/infer metrics <name>` cost 1.4 s, nearly what the whole digest's instant queries cost.
+        """
+        if self.scope is None:
+            return f"{metric}{{{matchers}}}" if matchers else metric
+        return f"{metric}{{{matchers + ', ' if matchers else ''}{_PODS}}}"
+
+    def _spelled(self, expr: str) -> str:
+        """`_norm(expr)`; with a scope, over the pods named like it under either label spelling, as the
+        range queries select them (`_scoped`): a series both spellings match comes once, `or` keeping
+        one of two identical label sets."""
+        if _PODS not in expr:
+            return _norm(expr)
+        ns, prefix = self._prefix()
+        native, exported = f'namespace="{ns}", pod=~"{prefix}"', f'exported_namespace="{ns}", exported_pod=~"{prefix}"'
+        return f"({_norm(expr.replace(_PODS, native))} or {_norm(expr.replace(_PODS, exported))})"
 
     def _pods(self, expr: str) -> str:
         """Per-pod series already labelled (namespace, pod); with a scope, only its pods."""
@@ -166,7 +217,7 @@ class DigestQueries:
 
     def _instances(self, window: bool) -> str:
         """(node, instance_id) = 1 per EKS node; over the window (`@ end()`) or at each instant."""
-        info = 'kube_node_info{provider_id=~"aws:///.+"}'
+        info = f'kube_node_info{{provider_id=~"aws:///.+"{self._on_nodes()}}}'
         if window:
             info = f"max_over_time({info}[{self.W}] @ end())"
         return (f'max by (node, instance_id) (label_replace({info}, "instance_id", "$1", "provider_id", '
@@ -176,19 +227,32 @@ class DigestQueries:
         """expr over neuron-monitor's per-core series, aggregated per node."""
         return f"{agg} by (node) (({expr}) * on (instance_id) group_left (node) {self._instances(window)})"
 
+    def _on_nodes(self) -> str:
+        """A matcher (with its leading comma) for the scope's Neuron nodes; none without a scope."""
+        if not self.neuron_nodes:
+            return ""
+        return ', node=~"' + "|".join(_quote(node.replace(".", "\\.")) for node in self.neuron_nodes) + '"'
+
+    def _node_path(self) -> bool:
+        """Whether utilization may come from neuron-monitor's per-node series: not for a scope without Neuron."""
+        return self.neuron_nodes != ()
+
     def _neuron_shares(self, window: bool) -> str:
         """(namespace, pod, node) = the pod's share of the Neuron resources requested on its node.
 
         Over the window the share is of the requests summed over the steps, so a pod that held a node
         for half the day takes half of what the node did that day.
         """
-        req = NEURON_REQUESTS if not window else f"sum_over_time({NEURON_REQUESTS}[{self.WS}])"
+        requests = f'{REQUESTS_METRIC}{{{NEURON_MATCH}{self._on_nodes()}}}'
+        req = requests if not window else f"sum_over_time({requests}[{self.WS}])"
         pods = f"sum by (namespace, pod, node) ({req})"
         return f"({pods} / on (node) group_left () sum by (node) ({pods}))"
 
     def _neuron_window(self, template: str) -> str:
         """A sum over the window: a pod's own series, else its share of its node's (template takes {m})."""
-        own = f"sum by (namespace, pod) ({_norm(template.format(m=NEURON_UTIL))})"
+        own = f"sum by (namespace, pod) ({self._spelled(template.format(m=self.sel(NEURON_UTIL)))})"
+        if not self._node_path():
+            return self._pods(own)
         node = self._by_node("sum", template.format(m=NEURON_UTIL), True)
         from_node = f"sum by (namespace, pod) ({node} * on (node) group_right () {self._neuron_shares(True)})"
         return self._pods(f"({own} or {from_node})")
@@ -197,9 +261,11 @@ class DigestQueries:
         """Per pod at one instant: its cores' mean utilization, in percent (a pod without series of its
         own: its node's cores). A deployment's is the mean over its pods (ops.metrics.workloads does the
         same at every step, from the raw series)."""
-        own = f"avg by (namespace, pod) ({_norm(f'100 * {NEURON_UTIL}')})"
+        own = f"avg by (namespace, pod) ({self._spelled(f'100 * {self.sel(NEURON_UTIL)}')})"
+        if not self._node_path():
+            return self._pods(own)
         node = self._by_node("avg", f"100 * {NEURON_UTIL}", False)
-        pods = f"group by (namespace, pod, node) ({NEURON_REQUESTS})"
+        pods = f"group by (namespace, pod, node) ({REQUESTS_METRIC}{{{NEURON_MATCH}{self._on_nodes()}}})"
         from_node = f"max by (namespace, pod) ({node} * on (node) group_right () {pods})"
         return self._pods(f"({own} or {from_node})")
 
@@ -214,7 +280,7 @@ class DigestQueries:
 
         def window(template: str) -> str:
             """template takes {m} (metric), {s} (scale to percent), {t} (the idle threshold in its unit)."""
-            gpu = self.per_pod("sum", template.format(m=GPU_UTIL, s="1", t=f"{idle:g}"))
+            gpu = self.per_pod("sum", template.format(m=self.sel(GPU_UTIL), s="1", t=f"{idle:g}"))
             return self._util(gpu, self._neuron_window(template.replace("{s}", "100").replace(
                 "{t}", f"{idle / 100:g}")))
 
@@ -226,26 +292,28 @@ class DigestQueries:
                 "sum_over_time(({m} < bool " + f"{idle / 100:g}" + ")[" + ws + "])"), "neuron"),
             # p95 (the deployment's mean at each instant, its p95 over the window): from `steps`.
             # Now: the mean over the deployment's GPU series (Σ sums / Σ counts), over its Neuron pods.
-            "now/sum": _accelerator(self.per_pod("sum", GPU_UTIL), "gpu"),
-            "now/count": _accelerator(self.per_pod("count", GPU_UTIL), "gpu"),
+            "now/sum": _accelerator(self.per_pod("sum", self.sel(GPU_UTIL)), "gpu"),
+            "now/count": _accelerator(self.per_pod("count", self.sel(GPU_UTIL)), "gpu"),
             "now/mean": _accelerator(self._neuron_now(), "neuron"),
         })
 
     def q_memory(self) -> str:
-        used = f"avg_over_time(DCGM_FI_DEV_FB_USED[{self.WS}])"
-        free = f"avg_over_time(DCGM_FI_DEV_FB_FREE[{self.WS}])"
+        used = f"avg_over_time({self.sel('DCGM_FI_DEV_FB_USED')}[{self.WS}])"
+        free = f"avg_over_time({self.sel('DCGM_FI_DEV_FB_FREE')}[{self.WS}])"
         return self.stats({"used": self.per_pod("sum", used), "total": self.per_pod("sum", f"{used} + {free}")})
 
     def q_requests(self) -> str:
         metric = "vllm:request_success_total"
+        ok, aborted, errored = (self.sel(metric), self.sel(metric, 'finished_reason="abort"'),
+                                self.sel(metric, 'finished_reason="error"'))
         return self.stats({
-            "count": self.per_pod("sum", f"increase({metric}[{self.W}])"),
-            "aborted": self.per_pod("sum", f'increase({metric}{{finished_reason="abort"}}[{self.W}])'),
+            "count": self.per_pod("sum", f"increase({ok}[{self.W}])"),
+            "aborted": self.per_pod("sum", f"increase({aborted}[{self.W}])"),
             # vLLM ≥ 0.11 finishes a request that failed inside the engine with finished_reason="error".
-            "errored": self.per_pod("sum", f'increase({metric}{{finished_reason="error"}}[{self.W}])'),
-            "rps_now": self.per_pod("sum", f"rate({metric}[{self.R}])"),
+            "errored": self.per_pod("sum", f"increase({errored}[{self.W}])"),
+            "rps_now": self.per_pod("sum", f"rate({ok}[{self.R}])"),
             # Another vLLM counter over the window, here so that the range queries fit in len(QUERIES).
-            "preemptions": self.per_pod("sum", f"increase(vllm:num_preemptions_total[{self.W}])"),
+            "preemptions": self.per_pod("sum", f"increase({self.sel('vllm:num_preemptions_total')}[{self.W}])"),
         })
 
     def q_histogram(self, metric: str | tuple[str, ...], *, now: bool = True, mean: bool = False) -> str:
@@ -257,19 +325,19 @@ class DigestQueries:
         """
         names = (metric,) if isinstance(metric, str) else metric
 
-        def first(template: str) -> str:
-            return "(" + " or ".join(template.format(m=name) for name in names) + ")"
+        def first(fn: str, suffix: str, window: str) -> str:
+            return "(" + " or ".join(f"{fn}({self.sel(name + suffix)}[{window}])" for name in names) + ")"
 
-        parts = {"window": self.per_pod("sum", first("increase({m}_bucket[" + self.W + "])"), ", le")}
+        parts = {"window": self.per_pod("sum", first("increase", "_bucket", self.W), ", le")}
         if now:
-            parts["now"] = self.per_pod("sum", first("rate({m}_bucket[" + self.R + "])"), ", le")
+            parts["now"] = self.per_pod("sum", first("rate", "_bucket", self.R), ", le")
         if mean:
-            parts["sum"] = self.per_pod("sum", first("increase({m}_sum[" + self.W + "])"))
-            parts["count"] = self.per_pod("sum", first("increase({m}_count[" + self.W + "])"))
+            parts["sum"] = self.per_pod("sum", first("increase", "_sum", self.W))
+            parts["count"] = self.per_pod("sum", first("increase", "_count", self.W))
         return self.stats(parts)
 
     def q_queue(self) -> str:
-        waiting, running = "vllm:num_requests_waiting", "vllm:num_requests_running"
+        waiting, running = self.sel(QUEUE), self.sel("vllm:num_requests_running")
         return self.stats({
             "mean": self.per_pod("sum", f"avg_over_time({waiting}[{self.WS}])"),
             # max (the deployment's total queue at each instant, its maximum): from `steps`.
@@ -284,8 +352,8 @@ class DigestQueries:
         # the subquery, where it ran at every step. A server exports both names on the same scrapes,
         # so no step has one without the other.
         def kv(fn: str) -> str:
-            return (f"({fn}(vllm:kv_cache_usage_perc[{self.WS}]) or "
-                    f"{fn}(vllm:gpu_cache_usage_perc[{self.WS}]))")
+            return (f"({fn}({self.sel('vllm:kv_cache_usage_perc')}[{self.WS}]) or "
+                    f"{fn}({self.sel('vllm:gpu_cache_usage_perc')}[{self.WS}]))")
 
         return self.stats({
             # The mean over the deployment's series (Σ sums / Σ counts), the max of its pods' maxima.
@@ -299,23 +367,33 @@ class DigestQueries:
         if self.scope is not None:
             match = f'{{namespace="{_quote(self.scope[0])}", deployment="{_quote(self.scope[1])}"}}'
         by = "max by (namespace, deployment)"
-        return self.stats({
+        parts = {
             "desired": f"{by} ({_norm('kube_deployment_spec_replicas' + match)})",
             "available": f"{by} ({_norm('kube_deployment_status_replicas_available' + match)})",
             # (namespace, pod, deployment) = 1: the mapping that ops.metrics.workloads sums the per-pod
             # step series with, read once per digest.
             "owner": self.owner,
-        })
+        }
+        if self.s.idle_util_pct == recorded.IDLE_PCT:
+            # Whether the recording rules' series cover the window: `steps` and `charts` wait for it.
+            parts["recorded"] = recorded.presence(self.W)
+        if self.scope is not None:
+            # The nodes the Neuron node path needs (DigestQueries.neuron_nodes): read first, so that
+            # the other queries of one deployment do not read every node of the cluster.
+            ns, prefix = self._prefix()
+            requests = f'{REQUESTS_METRIC}{{{NEURON_MATCH}, namespace="{ns}", pod=~"{prefix}"}}'
+            parts["neuron_node"] = f"max by (node) (max_over_time({requests}[{self.W}] @ end()))"
+        return self.stats(parts)
 
     def q_restarts(self) -> str:
-        metric = "kube_pod_container_status_restarts_total"
+        metric = self.sel("kube_pod_container_status_restarts_total")
         # A container's restart counter never resets (a new pod is a new series), so max − min is
         # the exact count; increase() would extrapolate to fractions.
         return self.stats({"total": self.per_pod(
             "sum", f"(max_over_time({metric}[{self.W}]) - min_over_time({metric}[{self.W}]))")})
 
     def q_inventory(self) -> str:
-        req = ACCELERATOR_REQUESTS
+        req = self.sel(REQUESTS_METRIC, ACCELERATOR_MATCH)
         # kube_node_labels carries the instance type only where kube-state-metrics allow-lists the label
         # (--metric-labels-allowlist=nodes=[node.kubernetes.io/instance-type]); a default install has no
         # such series, or one with `node` alone. Nodes it does not type are listed by name ("placed"),
@@ -353,8 +431,10 @@ class DigestQueries:
         # One deployment (`/infer metrics <name>`): its pods' series, and for the Neuron node path the
         # nodes where its pods request Neuron and those nodes' cores.
         own = self._scoped(f'__name__=~"{"|".join(m for m in metrics if m not in (NODE_INFO, REQUESTS_METRIC))}"')
-        requests = self._scoped(f'__name__="{REQUESTS_METRIC}", resource=~"aws_amazon_com_neuron.*"', exported=False)
-        nodes = f'(kube_node_info{{provider_id=~"aws:///.+"}} and on (node) {requests})'
+        if not self._node_path():  # no Neuron requested in the window: its pods' own series are all
+            return own
+        requests = self._scoped(f'__name__="{REQUESTS_METRIC}", {NEURON_MATCH}', exported=False)
+        nodes = f'(kube_node_info{{provider_id=~"aws:///.+"{self._on_nodes()}}} and on (node) {requests})'
         instances = f'label_replace({nodes}, "instance_id", "$1", "provider_id", "aws:///[^/]*/(.+)")'
         return f"{own} or {requests} or {nodes} or ({NEURON_UTIL} and on (instance_id) {instances})"
 
@@ -368,11 +448,19 @@ class DigestQueries:
 
     def q_steps(self) -> str:
         """At each step of the window (the grid of a `[window:step]` subquery): utilization, queue, per series."""
-        return self._raw(STEP_METRICS)
+        return self._recorded(recorded.STEPS) if self.recorded else self._raw(STEP_METRICS)
 
     def q_charts(self) -> str:
         """At each chart point: what utilization is made of (the queue is not charted)."""
-        return self._raw(tuple(m for m in STEP_METRICS if m != QUEUE))
+        return self._recorded(recorded.CHARTS) if self.recorded else self._raw(
+            tuple(m for m in STEP_METRICS if m != QUEUE))
+
+    def _recorded(self, names: tuple[str, ...]) -> str:
+        """The rules' per-workload series, already what the raw ones are summed into."""
+        if self.scope is None:
+            return recorded.selector(names)
+        ns, name = (_quote(part) for part in self.scope)
+        return recorded.selector(names, f'namespace="{ns}", deployment="{name}"')
 
     def q_latency(self, step: timedelta) -> str:
         """At each chart point: e2e latency buckets rated over one point (at least the rate window).
@@ -404,9 +492,10 @@ QUERIES = INSTANT + RANGE
 """Every query of one cluster's digest: the count is len(QUERIES), whatever the number of deployments."""
 
 
-def promql(settings: QuerySettings, scope: Key | None = None) -> dict[str, str]:
+def promql(settings: QuerySettings, scope: Key | None = None,
+           neuron_nodes: tuple[str, ...] | None = None) -> dict[str, str]:
     """The instant queries by name (also what `infer-bot check` or a curious operator can run by hand)."""
-    q = DigestQueries(settings, scope)
+    q = DigestQueries(settings, scope, neuron_nodes)
     return {
         "util": q.q_util(),
         "memory": q.q_memory(),
@@ -422,7 +511,8 @@ def promql(settings: QuerySettings, scope: Key | None = None) -> dict[str, str]:
     }
 
 
-def range_promql(settings: QuerySettings, scope: Key | None = None) -> dict[str, str]:
+def range_promql(settings: QuerySettings, scope: Key | None = None,
+                 neuron_nodes: tuple[str, ...] | None = None, use_recorded: bool = False) -> dict[str, str]:
     """The range queries by name (`steps` on the subquery grid of the window, the others on the chart's)."""
-    q = DigestQueries(settings, scope)
+    q = DigestQueries(settings, scope, neuron_nodes, use_recorded)
     return {"steps": q.q_steps(), "charts": q.q_charts(), "latency": q.q_latency(q.chart_step())}

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ops.metrics import recorded
 from ops.metrics.queries import GPU_UTIL, NEURON_UTIL, NODE_INFO, QUEUE, REQUESTS_METRIC, Key
 
 Point = tuple[float, float]  # (unix seconds, value)
@@ -172,6 +173,9 @@ class Folded:
 
     def series(self, metric: Mapping[str, str], values: Iterable[tuple[float, Any]]) -> None:
         name = metric.get("__name__", "")
+        if name.startswith(recorded.LEVEL):
+            self._recorded(name, (metric.get("namespace", ""), metric.get("deployment", "")), values)
+            return
         if name in (NEURON_UTIL, NODE_INFO, REQUESTS_METRIC):
             self.neuron[name].append((metric, values))
             return
@@ -195,6 +199,13 @@ class Folded:
             self.below[key] += sum(1 for _, value in self.add("gpu", key, values) if value < idle)
         elif name == QUEUE:
             self.add("queue", key, values)
+
+    def _recorded(self, name: str, key: Key, values: Iterable[tuple[float, Any]]) -> None:
+        """A recording rule's series: already one workload's mean (or sum) at each step, as one series."""
+        if name == recorded.GPU_IDLE:
+            self.below[key] += int(sum(float(value) for _, value in values))
+        elif (stat := _RECORDED.get(name)) is not None:
+            self.add(stat, key, values)
 
     def hook(self, obj: dict[str, Any]) -> Any:
         """json.loads' object_hook: a series is folded as soon as it is parsed, and dropped."""
@@ -226,6 +237,7 @@ class Folded:
         return {i: sums[i] for i, n in enumerate(counts) if n}
 
 
+_RECORDED = {recorded.GPU_AVG: "gpu", recorded.NEURON_AVG: "neuron", recorded.QUEUE_SUM: "queue"}
 _PROVIDER = re.compile(r"aws:///[^/]*/(.+)")
 
 

@@ -85,6 +85,22 @@ def test_chart_lints_and_renders_a_safe_deployment():
             "verbs": ["get", "list", "patch", "delete"]} in extra
 
 
+def test_recording_rules_are_off_by_default_and_ship_the_rules_the_digest_reads():
+    """`recordingRules.enabled`: a PrometheusRule with the rules file the digest's tests backfill."""
+    assert not [key for key in rendered() if key.startswith("PrometheusRule/")]
+    objs = rendered("recordingRules.enabled=true", "recordingRules.labels.release=kube-prometheus-stack",
+                    "recordingRules.interval=30s")
+    rule = objs["PrometheusRule/bot-digest"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    shipped = yaml.safe_load((CHART / "files" / "recording-rules.yaml").read_text(encoding="utf-8"))
+    [group] = rule["spec"]["groups"]
+    assert group["interval"] == "30s" and group["rules"] == shipped["groups"][0]["rules"]
+    assert all(r["record"].startswith("infer_bot:") for r in group["rules"])
+    [default] = rendered("recordingRules.enabled=true")["PrometheusRule/bot-digest"]["spec"]["groups"]
+    assert default == shipped["groups"][0]
+
+
 PATH = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)(?:/namespaces/[^/]+)?/(?P<resource>[^/]+)"
                   r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$")
 

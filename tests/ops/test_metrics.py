@@ -6,12 +6,13 @@ import math
 
 import pytest
 
-from bot.sandbox.metrics_data import Case, dataset_at
+from bot.sandbox.metrics_data import dataset_at
 from ops.metrics import QUERIES, QuerySettings, Target, bucket_quantile, collect, promql
 from tests.support.prometheus import (
     ALLOWLISTED_CASES,
     CASES,
     NEURON_CASES,
+    WORKLOAD_CASES,
     allowlisted_dataset,
     closed_port,
     main_dataset,
@@ -282,16 +283,6 @@ def test_gpu_hours_and_cost_do_not_depend_on_when_within_a_step_the_digest_runs(
 
 
 # ---- every workload kind the inference chart makes -------------------------------------------------
-
-WORKLOAD_CASES = (
-    # lws-vllm: two groups, each a leader (serving) and a worker, one GPU per pod.
-    Case("scout", "g6e.12xlarge", 2, workload="LeaderWorkerSet", util=55.0, fb_used=30000, fb_free=15000, rps=0.4),
-    # ray-vllm: the RayService's RayCluster pods.
-    Case("mistral", "g5.12xlarge", 1, workload="RayService", util=35.0, rps=0.3),
-    # A Deployment named like an LWS group's worker StatefulSet would be, beside it.
-    Case("scout-9", "g5.xlarge", 1, util=20.0, rps=0.2),
-)
-
 
 @pytest.fixture(scope="module")
 def workloads():

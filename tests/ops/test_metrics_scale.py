@@ -64,3 +64,28 @@ def test_two_hundred_deployments_render_within_slacks_limits(fleet_digest):
     assert render.table_csv.decode().count("\n") == FLEET_SIZE + 1  # header + every deployment
     for message in render.thread:
         assert len(message.blocks) <= 50 and block_kit_errors(message.blocks) == []
+
+
+def _samples_read(server, since: int) -> int:
+    """Samples Prometheus read for the queries logged after line `since` (its query log's own count)."""
+    import json
+
+    lines = server.query_log.read_text(encoding="utf-8").splitlines()[since:]
+    return sum(int(json.loads(line)["stats"]["samples"]["totalQueryableSamples"]) for line in lines if line.strip())
+
+
+def test_one_deployment_read_alone_reads_its_own_series_not_the_fleets(fleet):
+    """`/infer metrics <name>` on a 200-deployment cluster: Prometheus reads about one deployment's worth
+    of samples (the owner mapping of its pods, their series), not the fleet's filtered afterwards."""
+    from ops.metrics import Target, collect
+
+    dataset, server = fleet
+    before = server.queries_logged()
+    build([ClusterSource("prod", server.url)], dataset.end, FLEET_SETTINGS)
+    fleet_samples = _samples_read(server, before)
+    before = server.queries_logged()
+    [cluster] = collect([Target("prod", server.url)], dataset.end, FLEET_SETTINGS, scope=("team-3", "model-101"))
+    one_samples = _samples_read(server, before)
+    assert [m.name for m in cluster.deployments] == ["model-101"]
+    # One of 200 is 0.5 %; the scoped queries' fixed parts (mapping, replicas) stay well under 2 %.
+    assert one_samples < fleet_samples / 50, f"one deployment read {one_samples:,} samples, the fleet {fleet_samples:,}"

@@ -61,6 +61,17 @@ CASES: tuple[Case, ...] = (
 )
 
 
+# Every workload kind the inference chart makes.
+WORKLOAD_CASES: tuple[Case, ...] = (
+    # lws-vllm: two groups, each a leader (serving) and a worker, one GPU per pod.
+    Case("scout", "g6e.12xlarge", 2, workload="LeaderWorkerSet", util=55.0, fb_used=30000, fb_free=15000, rps=0.4),
+    # ray-vllm: the RayService's RayCluster pods.
+    Case("mistral", "g5.12xlarge", 1, workload="RayService", util=35.0, rps=0.3),
+    # A Deployment named like an LWS group's worker StatefulSet would be, beside it.
+    Case("scout-9", "g5.xlarge", 1, util=20.0, rps=0.2),
+)
+
+
 def fleet(n: int) -> tuple[Case, ...]:
     """n look-alike healthy deployments over several namespaces, for the scale test."""
     return tuple(Case(f"model-{i:03d}", "g5.xlarge", 1, namespace=f"team-{i % 7}", util=60.0 + i % 30,
