@@ -99,6 +99,7 @@ class Runtime:
     home: HomeRefresher | None = None  # keeps open App Home tabs current
     inbox: InboxRunner | None = None  # a worker process's: requests `serve` acked (server.after_ack: queue)
     role: str = "all"  # see ROLES
+    deferral: Deferral | None = None  # the front's: writes acked requests to the inbox
 
     @property
     def quiet(self) -> bool:
@@ -164,6 +165,8 @@ class Runtime:
             self.home.stop()
         if self.inbox is not None:
             self.inbox.stop()
+        if self.deferral is not None and not self.deferral.writer.flush(10):
+            log.error("stopping with acked Slack requests not yet written to the inbox")
         self.worker.stop()
         self.store.engine.dispose()
 
@@ -210,7 +213,8 @@ def build_runtime(config: Config, settings: Settings, *, client: WebClient | Non
     app = build_app(settings, client, deps, listeners, deferral=deferral, replaying=role == "worker")
     runner = InboxRunner(inbox, app, worker.id) if role == "worker" else None
     return Runtime(config, settings, store, policy, clusters, client, app, worker, listeners, work=work, deps=deps,
-                   digests=digests, home=HomeRefresher(deps, client, home_tabs), inbox=runner, role=role)
+                   digests=digests, home=HomeRefresher(deps, client, home_tabs), inbox=runner, role=role,
+                   deferral=deferral)
 
 
 def _inline(fn: Callable[..., Any], *args: Any) -> None:

@@ -34,13 +34,17 @@ class Inbox:
         self.notifies = store.engine.dialect.name == "postgresql"
 
     def put(self, body: str, content_type: str) -> int:
+        return self.put_many([(body, content_type)])[0]
+
+    def put_many(self, requests: list[tuple[str, str]]) -> list[int]:
+        """One transaction and one NOTIFY for a batch (PostgreSQL serializes NOTIFYing commits)."""
         with self.store.session() as s:
-            item = InboxItem(body=body, content_type=content_type[:100])
-            s.add(item)
+            items = [InboxItem(body=body, content_type=content_type[:100]) for body, content_type in requests]
+            s.add_all(items)
             s.flush()
             if self.notifies:  # delivered at commit, to every listening worker
                 s.execute(text(f"NOTIFY {CHANNEL}"))
-            return item.id
+            return [item.id for item in items]
 
     def claim(self, worker_id: str) -> Request | None:
         """The oldest queued request, now this worker's; None when there is none left to take."""
