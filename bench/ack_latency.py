@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import subprocess
 import sys
@@ -199,7 +200,14 @@ def main() -> int:
                         help="server.after_ack of the bot: inline (work in serve's threads) or queue (workers)")
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql",
                         help="the bot's database (queue is meant for PostgreSQL: NOTIFY, no file lock)")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) >= 2,
+                        help="serve (and the bare app) on CPU 0, everything else (load, world, database, "
+                             "workers) on the others: how the Helm chart's serve pods get CPU of their own "
+                             "(default with 2+ CPUs; --no-pin shares every CPU)")
     args = parser.parse_args()
+    others = set(range(1, os.cpu_count() or 1))
+    if args.pin:  # before anything starts: every process started from here inherits it
+        os.sched_setaffinity(0, others)
     n = 20 if args.quick else args.requests
     # Card latency is measured in a closed loop (each client waits for its card), at ~10 cards/s here:
     # a few hundred samples per concurrency give stable percentiles in minutes, not a quarter hour.
@@ -217,10 +225,15 @@ def main() -> int:
             # BotProcess only reads `api_url` and `app_token` of its Slack, which the world has.
             url = postgres.new_database() if postgres else f"sqlite:///{workdir / mode / 'bench.sqlite3'}"
             bots[mode] = BotProcess(workdir / mode, config, world, url).start()  # type: ignore[arg-type]
+            if args.pin:  # serve only: the workers it started keep the others
+                assert bots[mode].proc is not None
+                os.sched_setaffinity(bots[mode].proc.pid, {0})
         bare_port = free_port()
         bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(bare_port), SIGNING_SECRET,
                                  world.api_url, BOT_TOKEN],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if args.pin:
+            os.sched_setaffinity(bare.pid, {0})
         try:
             signer = PreparedRequests(SIGNING_SECRET)
             bare_url = f"http://127.0.0.1:{bare_port}/slack/events"
@@ -233,7 +246,9 @@ def main() -> int:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
-            print(f"machine: {machine()}; database: {args.database}")
+            print(f"machine: {machine()}; database: {args.database}; "
+                  + ("serve and the bare app pinned to CPU 0, the rest on the others" if args.pin
+                     else "every process on every CPU"))
             print(f"requests per row: {n} (card posted: {n_cards}, each client waiting for its card)")
             print(f"{'target (after_ack)':<34}{'conc':>5}"
                   f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p50/bare':>10}{'p99/bare':>10}")

@@ -6,7 +6,8 @@ database inbox; `infer-bot worker` (or the workers `serve` starts) do the cluste
 - a usage error is still answered inside the ack, by `serve` alone, and audited; so is a deploy form's
   invalid field, while the accepted form's card comes from a worker;
 - the Home tab (an event, deferred whole) is published by a worker;
-- two workers, a Slack retry and a burst of commands: every command is answered once;
+- two workers, a Slack retry and a burst of commands: every command is answered once; two serve
+  replicas with their workers and sixty clicks on one card: it scales once;
 - the worker `serve` starts runs at a lower CPU priority, and does not outlive a SIGKILLed `serve`.
 """
 
@@ -148,3 +149,26 @@ def test_the_home_tab_is_published_by_a_worker(make_bot, slack, db):
 def _nice(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[16])  # field 19 of proc(5), after pid and comm
+
+
+def test_sixty_clicks_over_two_queue_replicas_scale_once(make_bot, slack, kube, postgres):
+    url = postgres.new_database()
+    replicas = [make_bot(database_url=url, server={"after_ack": "queue", "worker_processes": 1}) for _ in range(2)]
+    db = Database(url)
+    replicas[0].slash("scale qwen 3", user=OPERATOR)
+    card = card_for(slack, timeout=30)
+    op_id = op_id_of(card)
+
+    def click(i: int) -> int:
+        return replicas[i % 2].click("op_approve", op_id, user=APPROVER, message_ts=card.response["ts"]).status_code
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        assert list(pool.map(click, range(60))) == [200] * 60
+    slack.wait_for(lambda c: c.params.get("thread_ts") == card.response["ts"] and "Succeeded" in text_of(c),
+                   timeout=60)
+    # every click answered by whichever worker took it: one approved, the others told it was decided
+    wait_until(lambda: len([c for c in slack.calls_to("chat.postEphemeral") if f"#{op_id} is already" in text_of(c)])
+               == 59, timeout=60, what="the other 59 clicks answered")
+    assert db.operation(int(op_id))["status"] == "succeeded"
+    assert len([r for r in kube.requests if r[0] == "PATCH" and r[1].endswith("/deployments/qwen/scale")]) == 1
+    wait_until(lambda: not queued(db), what="the inbox emptied")
