@@ -84,6 +84,10 @@ class Case:
     # aibrix, diffusers, nim), a LeaderWorkerSet (lws-vllm: one StatefulSet of leaders named after it)
     # or a RayService (ray-vllm: the pods belong to its RayCluster `<name>-raycluster-<hash>`).
     workload: str = "Deployment"
+    # vLLM's `model_name` label: the served model name, which is the model id given to `vllm serve`
+    # (upstream's chart sets no --served-model-name). Empty: the case's name, as with
+    # `--served-model-name <name>`.
+    model: str = ""
     vllm: str = "0.10.2"  # the model server's vLLM version: which metric names it exports
     error: float = 0.0  # share of finished requests that failed in the engine (vLLM ≥ 0.11 only)
     # Neuron: "exporter" = neuron-monitor's DaemonSet (EC2 labels only, attributed through the node);
@@ -456,7 +460,7 @@ class DataSet:
     def _vllm(self, case: Case, who: dict[str, str], counter: Callable[[float], Callable[[float], float]],
               const: Callable[[float], Callable[[float], float]]
               ) -> Iterator[tuple[str, dict[str, str], Callable[[float], float]]]:
-        labels = {"job": "vllm", "instance": f"{who['pod']}:8000", "model_name": case.name, **who}
+        labels = {"job": "vllm", "instance": f"{who['pod']}:8000", "model_name": case.model or case.name, **who}
         histograms = [("vllm:e2e_request_latency_seconds", case.e2e, E2E_BUCKETS, case.e2e_mean),
                       ("vllm:time_to_first_token_seconds", case.ttft, TTFT_BUCKETS, case.ttft_mean)]
         histograms += [(name, case.tpot, TPOT_BUCKETS, case.tpot_mean) for name in case.tpot_names]
@@ -601,7 +605,7 @@ def sandbox_cases(deployments: Sequence[dict[str, Any]], namespace: str,
         replicas = int(spec.get("replicas", 1))
         taken, free = tuple(free[:replicas]), free[replicas:]
         cases.append(Case(spec["name"], SANDBOX_INSTANCE, replicas, namespace=namespace, nodes=taken,
-                          vllm=vllm_version_of(str(spec.get("image", ""))),
+                          vllm=vllm_version_of(str(spec.get("image", ""))), model=str(spec.get("model") or ""),
                           **SANDBOX_PROFILES.get(spec["name"], HEALTHY_PROFILE)))
     return tuple(cases)
 

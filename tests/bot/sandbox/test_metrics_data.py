@@ -81,3 +81,13 @@ def test_the_sandbox_runs_its_model_servers_on_its_own_nodes_with_both_vllm_gene
     assert node["metadata"]["labels"]["node.kubernetes.io/instance-type"] == "inf2.24xlarge"
     assert node["spec"]["providerID"] == spec.provider_id
     assert node["status"]["capacity"]["aws.amazon.com/neuroncore"] == "12"
+
+
+def test_the_sandbox_model_servers_label_their_series_with_the_model_they_serve():
+    # vLLM's `model_name` is the served model name: the id given to `vllm serve` (upstream's chart sets
+    # no --served-model-name), which is also what the Grafana link reads from the pod's command line.
+    seed = yaml.safe_load(Path(SEED).read_text(encoding="utf-8"))
+    dataset = sandbox_dataset(sandbox_cases(seed["deployments"], "default", seed["nodes"]))
+    served = {labels["model_name"] for name, labels in names_and_labels(dataset) if name.startswith("vllm:")}
+    assert served == {d["model"] for d in seed["deployments"]}
+    assert not served & {d["name"] for d in seed["deployments"]}
