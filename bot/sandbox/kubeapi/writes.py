@@ -363,12 +363,14 @@ class Writes(EmulatorCore):
             finalizers = list(meta.get("finalizers") or [])
         if not finalizers:
             return self._remove(rt, obj)
-        if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or []):
+        if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or []) \
+                and not meta.get("deletionGracePeriodSeconds"):
             return obj
         marked = copy.deepcopy(obj)
         marked["metadata"]["finalizers"] = finalizers
         marked["metadata"].setdefault("deletionTimestamp", utc_now())
-        marked["metadata"].setdefault("deletionGracePeriodSeconds", 0)
+        # 0 also when a pod's graceful termination ends (its kubelet's delete): only finalizers hold it now
+        marked["metadata"]["deletionGracePeriodSeconds"] = 0
         written = self._write(rt, marked, obj)
         self._gc_soon()
         return written

@@ -345,3 +345,19 @@ def test_foreground_deletion_of_a_deployment_waits_for_its_pods_to_terminate(emu
     finally:
         events.stop()
         emulator.controller.termination_delay = 0.2
+
+
+def test_a_terminated_pod_with_a_finalizer_stays_until_the_finalizer_goes(emulator, core, ns):
+    emulator.put({"apiVersion": "v1", "kind": "Pod",
+                  "metadata": {"name": "held", "namespace": ns, "finalizers": ["example.com/keep"]},
+                  "spec": {"nodeName": "sandbox-node", "terminationGracePeriodSeconds": 5,
+                           "containers": [{"name": "main", "image": "nginx:1.27"}]}})
+    core.delete_namespaced_pod("held", ns)
+    # the kubelet has stopped it (grace down to 0); the finalizer still holds it
+    held = wait_until(lambda: (p := core.read_namespaced_pod("held", ns)).metadata.deletion_grace_period_seconds == 0
+                      and p, what="the kubelet's delete with grace 0")
+    assert held.metadata.finalizers == ["example.com/keep"]
+    core.patch_namespaced_pod("held", ns, {"metadata": {"finalizers": None}})
+    with pytest.raises(ApiException) as gone:
+        core.read_namespaced_pod("held", ns)
+    assert gone.value.status == 404
