@@ -63,10 +63,6 @@ class Inbox:
         with self.store.session() as s:
             s.execute(delete(InboxItem).where(InboxItem.id == request_id))
 
-    def waiting(self) -> int:
-        with self.store.reading() as s:
-            return len(s.scalars(select(InboxItem.id).where(InboxItem.status == InboxStatus.QUEUED)).all())
-
     def drop_abandoned(self, older_than: timedelta) -> int:
         """Requests a worker claimed and never finished (it died). They are not run again: the
         command may have half happened (a card posted, an operation created); the log counts them."""

@@ -113,6 +113,14 @@ def test_an_instance_no_nodepool_allows_is_refused_at_the_card(make_bot, slack, 
     assert not [r for r in kube.requests if r[0] in ("PATCH", "POST", "PUT")]
 
 
+def proposed(slack, db) -> tuple[str, str]:
+    """The deploy card's text, and the instance type its approved Deployment would select."""
+    card = card_for(slack)
+    op = db.operation(int(op_id_of(card)))
+    [dep] = [o for o in json.loads(op["params"])["objects"] if o["kind"] == "Deployment"]
+    return text_of(card), dep["spec"]["template"]["spec"]["nodeSelector"]["node.kubernetes.io/instance-type"]
+
+
 @needs_helm
 def test_the_default_instance_is_the_cheapest_a_nodepool_allows(make_bot, slack, kube, db):
     # The preset's own g6.xlarge is cheaper, but the only NodePool launches g5 only.
@@ -120,11 +128,9 @@ def test_the_default_instance_is_the_cheapest_a_nodepool_allows(make_bot, slack,
     bot = make_bot(chart={"path": str(BUNDLED_CHART)})
     bot.slash("deploy qwen3-1.7b-vllm name=q", user=OPERATOR)
 
-    shown = text_of(card_for(slack))
+    shown, selected = proposed(slack, db)
     assert "Fits on `g5.xlarge`" in shown and "vllm on `g5.xlarge` × 1" in shown
-    op = db.operation(int(op_id_of(card_for(slack))))
-    [dep] = [o for o in json.loads(op["params"])["objects"] if o["kind"] == "Deployment"]
-    assert dep["spec"]["template"]["spec"]["nodeSelector"]["node.kubernetes.io/instance-type"] == "g5.xlarge"
+    assert selected == "g5.xlarge"
 
 
 @needs_helm
@@ -135,8 +141,6 @@ def test_a_cheaper_type_a_nodepool_allows_wins_over_the_presets_own(make_bot, sl
     bot = make_bot(chart={"path": str(BUNDLED_CHART)})
     bot.slash("deploy llama-4-scout-17b-vllm name=scout", user=OPERATOR)
 
-    shown = text_of(card_for(slack))
+    shown, selected = proposed(slack, db)
     assert "Fits on `g6.48xlarge`" in shown and "vllm on `g6.48xlarge` × 1" in shown
-    op = db.operation(int(op_id_of(card_for(slack))))
-    [dep] = [o for o in json.loads(op["params"])["objects"] if o["kind"] == "Deployment"]
-    assert dep["spec"]["template"]["spec"]["nodeSelector"]["node.kubernetes.io/instance-type"] == "g6.48xlarge"
+    assert selected == "g6.48xlarge"
